@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`. Each needs only Python 3.11:
+# it bootstraps uv into .tools/, then installs the locked environment into .venv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+VIGIL := $(VENV)/bin/vigil
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export GX_ANALYTICS_ENABLED := False
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+
+.PHONY: install demo test reference benchmark clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VIGIL) demo
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+reference: install
+	Rscript tests/reference/survival_reference.R tests/reference
+
+benchmark: install
+	$(VENV)/bin/python benchmarks/benchmark.py
+
+clean:
+	rm -rf .venv .tools warehouse demo-study
