@@ -1,0 +1,89 @@
+"""Run the SQL files of sql/: one relation per file, sql/<layer>/<relation>.sql builds <layer>.<relation>.
+
+Files of a layer run in dependency order, found from the relations each file names.
+Statements run one at a time so that a failure names its file and stops there; callers
+wrap a whole build in one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from vigil.contract import PROJECT_ROOT
+
+SQL_DIR = PROJECT_ROOT / "sql"
+LAYERS = ("audit", "cohort", "analysis", "results")
+
+
+class SqlFileError(RuntimeError):
+    """A statement of a SQL file failed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    layer: str
+    relation: str
+    path: Path
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.layer}.{self.relation}"
+
+
+def layer_files(layer: str, sql_dir: Path = SQL_DIR) -> list[SqlFile]:
+    """The files of one layer, each after the files of the same layer it reads from."""
+    files = {p.stem: SqlFile(layer, p.stem, p) for p in sorted((sql_dir / layer).glob("*.sql"))}
+    texts = {name: _strip_comments(f.path.read_text(encoding="utf-8")) for name, f in files.items()}
+    deps = {
+        name: {other for other in files if other != name
+               and re.search(rf"\b{re.escape(layer)}\.{re.escape(other)}\b", text)}
+        for name, text in texts.items()
+    }
+    ordered: list[SqlFile] = []
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in path:
+            raise SqlFileError(f"sql/{layer}: circular dependency {' -> '.join(path + (name,))}")
+        for dep in sorted(deps[name]):
+            visit(dep, path + (name,))
+        done.add(name)
+        ordered.append(files[name])
+
+    for name in files:
+        visit(name, ())
+    return ordered
+
+
+def run_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict | None = None) -> None:
+    text = sql_file.path.read_text(encoding="utf-8")
+    for statement in duckdb.extract_statements(text):
+        try:
+            if parameters and "$" in statement.query:
+                used = {k: v for k, v in parameters.items() if f"${k}" in statement.query}
+                con.execute(statement.query, used)
+            else:
+                con.execute(statement.query)
+        except duckdb.Error as exc:
+            raise SqlFileError(f"{sql_file.path.relative_to(PROJECT_ROOT)}: {exc}") from exc
+
+
+def run_layer(con: duckdb.DuckDBPyConnection, layer: str, parameters: dict | None = None,
+              sql_dir: Path = SQL_DIR) -> list[str]:
+    """Run every file of the layer; return the relations built, in order."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+    built = []
+    for sql_file in layer_files(layer, sql_dir):
+        run_file(con, sql_file, parameters)
+        built.append(sql_file.qualified_name)
+    return built
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r"--[^\n]*", "", text)
