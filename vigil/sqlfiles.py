@@ -86,4 +86,5 @@ def run_layer(con: duckdb.DuckDBPyConnection, layer: str, parameters: dict | Non
 
 
 def _strip_comments(text: str) -> str:
-    return re.sub(r"--[^\n]*", "", text)
+    """The SQL without comments and string literals, which may name relations in prose."""
+    return re.sub(r"--[^\n]*|'(?:[^']|'')*'", "", text)

@@ -1,0 +1,1 @@
+"""Prefect flows of vigil: thin wrappers, each task calls a plain, separately tested function."""

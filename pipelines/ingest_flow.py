@@ -1,0 +1,51 @@
+"""Ingest flow: every delivery under the given paths, in created_at order, into the warehouse."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from vigil import warehouse
+from vigil.contract import load_contract
+from vigil.delivery import find_deliveries
+from vigil.ingest import LoadOutcome, delivery_order, ingest_delivery
+
+
+@task(name="find deliveries", cache_policy=NO_CACHE)
+def find_deliveries_task(paths: list[Path]) -> list[Path]:
+    contract = load_contract()
+    return delivery_order(find_deliveries(paths, contract), contract)
+
+
+@task(name="prepare warehouse", cache_policy=NO_CACHE)
+def prepare_warehouse_task(db_path: Path) -> None:
+    with warehouse.connect(db_path) as con:
+        warehouse.create_layout(con)
+
+
+# No retries: a refusal or a validation failure is an answer, not a transient error.
+@task(name="ingest delivery", task_run_name="ingest {folder.name}", cache_policy=NO_CACHE)
+def ingest_delivery_task(folder: Path, db_path: Path, today: date | None) -> LoadOutcome:
+    with warehouse.connect(db_path) as con:
+        outcome = ingest_delivery(con, folder, warehouse.gx_dir_for(db_path), today)
+    logger = get_run_logger()
+    if outcome.status == "accepted":
+        received = sum(t.received for t in outcome.tables.values())
+        quarantined = sum(t.quarantined for t in outcome.tables.values())
+        logger.info("%s accepted as delivery %s: %d rows received, %d quarantined",
+                    folder.name, outcome.delivery_id, received, quarantined)
+    elif outcome.status == "refused":
+        logger.warning("%s refused: %s", folder.name, outcome.message)
+    else:
+        logger.info("%s: %s", folder.name, outcome.message)
+    return outcome
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(paths: list[Path], db_path: Path, today: date | None = None) -> list[LoadOutcome]:
+    prepare_warehouse_task(db_path)
+    folders = find_deliveries_task(paths)
+    return [ingest_delivery_task(folder, db_path, today) for folder in folders]

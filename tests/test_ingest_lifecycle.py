@@ -1,0 +1,66 @@
+"""Deliveries over time: reloads change nothing, corrections and new cuts replace a site's rows."""
+
+from helpers import P1, valid_rows, write_delivery
+
+
+def _snapshot(con):
+    tables = ["audit.delivery_receipts", "audit.quarantine", "audit.delivery_tables", "staging.patients",
+              "raw.patients", "staging.infections"]
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def test_loading_the_identical_delivery_again_changes_nothing(tmp_path, ingest_folder, warehouse_con):
+    folder = write_delivery(tmp_path / "in")
+    assert ingest_folder(folder).status == "accepted"
+    before = _snapshot(warehouse_con)
+    again = ingest_folder(folder)
+    assert again.status == "already_loaded"
+    assert _snapshot(warehouse_con) == before
+
+
+def test_correction_for_the_same_cut_supersedes(tmp_path, ingest_folder, warehouse_con):
+    first = ingest_folder(write_delivery(tmp_path / "a"))
+    rows = valid_rows()
+    rows["patients"][0]["sex"] = "U"
+    second = ingest_folder(write_delivery(tmp_path / "b", rows, created_at="2026-07-10T00:00:00Z"))
+    statuses = warehouse_con.execute("SELECT delivery_id, status, superseded_by FROM audit.deliveries "
+                                     "ORDER BY delivery_id").fetchall()
+    assert statuses == [(first.delivery_id, "superseded", second.delivery_id), (second.delivery_id, "accepted", None)]
+    assert warehouse_con.execute("SELECT sex, delivery_id FROM staging.patients WHERE patient_id = ?",
+                                 [P1]).fetchone() == ("U", second.delivery_id)
+    assert warehouse_con.execute("SELECT count(*) FROM staging.patients").fetchone()[0] == 2
+
+
+def test_older_delivery_arriving_late_does_not_replace_the_current(tmp_path, ingest_folder, warehouse_con):
+    newer = ingest_folder(write_delivery(tmp_path / "a", cut="2026-06-30", created_at="2026-07-04T00:00:00Z"))
+    rows = valid_rows()
+    for r in rows["follow_up"]:
+        r["followup_end_date"] = min(r["followup_end_date"], "2025-12-31")
+    rows["follow_up"][0]["followup_end_date"] = "2025-12-31"
+    older = ingest_folder(write_delivery(tmp_path / "b", rows, cut="2025-12-31", created_at="2026-01-05T00:00:00Z"))
+    assert older.status == "accepted" and not older.current
+    assert warehouse_con.execute("SELECT DISTINCT delivery_id FROM staging.patients").fetchall() == [
+        (newer.delivery_id,)]
+    assert warehouse_con.execute("SELECT status FROM audit.deliveries WHERE delivery_id = ?",
+                                 [older.delivery_id]).fetchone() == ("superseded",)
+
+
+def test_sites_are_loaded_side_by_side(tmp_path, ingest_folder, warehouse_con):
+    ingest_folder(write_delivery(tmp_path / "in", site="DK01"))
+    ingest_folder(write_delivery(tmp_path / "in", site="SE02", rows=valid_rows("SE02")))
+    assert warehouse_con.execute("SELECT site_id, count(*) FROM staging.patients GROUP BY 1 ORDER BY 1").fetchall() \
+        == [("DK01", 2), ("SE02", 2)]
+
+
+def test_raw_keeps_every_delivered_row_as_text_with_its_line(tmp_path, ingest_folder, warehouse_con):
+    rows = valid_rows()
+    rows["patients"][1]["birth_year"] = "nineteen"
+    ingest_folder(write_delivery(tmp_path / "in", rows))
+    assert warehouse_con.execute("SELECT line_number, birth_year FROM raw.patients ORDER BY 1").fetchall() == [
+        (2, "1980"), (3, "nineteen")]
+
+
+def test_parquet_delivery_loads_like_csv(tmp_path, ingest_folder, warehouse_con):
+    outcome = ingest_folder(write_delivery(tmp_path / "in", fmt="parquet"))
+    assert outcome.status == "accepted", outcome.message
+    assert warehouse_con.execute("SELECT count(*) FROM staging.alemtuzumab_infusions").fetchone()[0] == 10

@@ -1,0 +1,394 @@
+"""Loading a checked delivery into the warehouse: raw, quarantine, staging and audit, all or nothing.
+
+One delivery is one DuckDB transaction. Row rules come from the contract (vigil.rules) and are
+evaluated twice, by SQL (which decides the quarantine) and by Great Expectations (the
+validation record); a disagreement refuses the delivery rather than loading something the
+record does not describe.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from vigil.contract import Contract, Table, load_contract, sql_literal
+from vigil.delivery import Delivery, Refusal, inspect_delivery
+from vigil.rules import raw_column, typed_expression, violation_sql, year_columns
+
+PATIENT_ID_FORMAT = "^[A-Z0-9]{2,16}-[0-9A-F]{8,16}$"
+
+
+@dataclass
+class TableCounts:
+    received: int
+    loaded: int
+    quarantined: int
+
+
+@dataclass
+class LoadOutcome:
+    folder: Path
+    status: str  # accepted | refused | already_loaded
+    site_id: str | None = None
+    data_cut: date | None = None
+    delivery_id: int | None = None
+    message: str = ""
+    tables: dict[str, TableCounts] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    current: bool = False  # became the site's current delivery in staging
+
+
+class LoadFailed(RuntimeError):
+    """The warehouse did not take the load (it is left as it was)."""
+
+
+def _q(con: duckdb.DuckDBPyConnection, sql: str, params=None):
+    return con.execute(sql, params or [])
+
+
+def _temp(name: str) -> str:
+    return f"load_{name}"
+
+
+def _read_table(con, delivery: Delivery, table: Table) -> None:
+    """Delivered rows into temp table load_<table>: _row (1-based) and every column as text."""
+    f = delivery.files[table.name]
+    if delivery.fmt == "csv":
+        columns = "{" + ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in f.columns) + "}"
+        source = (f"read_csv($path, header = true, delim = ',', quote = '\"', escape = '\"', "
+                  f"columns = {columns}, auto_detect = false, strict_mode = true, null_padding = false, "
+                  f"encoding = 'utf-8', nullstr = '')")
+        select = ", ".join(f'"{c}"' for c in table.column_names)
+    else:
+        source = "read_parquet($path)"
+        select = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in table.column_names)
+    try:
+        # Insertion order is file order and rowids are consecutive in it (offset inside a transaction).
+        _q(con, f"CREATE OR REPLACE TEMP TABLE {_temp(table.name)}_src AS SELECT {select} FROM {source}",
+           {"path": str(f.path)})
+    except duckdb.Error as exc:
+        raise Refusal(_parse_error(exc), f.name, _error_line(exc)) from None
+    _q(con, f"CREATE OR REPLACE TEMP TABLE {_temp(table.name)} AS "
+            f"SELECT rowid - (SELECT min(rowid) FROM {_temp(table.name)}_src) + 1 AS _row, * "
+            f"FROM {_temp(table.name)}_src")
+    _q(con, f"DROP TABLE {_temp(table.name)}_src")
+    rows = _q(con, f"SELECT count(*) FROM {_temp(table.name)}").fetchone()[0]
+    if rows != f.rows:
+        raise Refusal(f"row count mismatch: manifest says {f.rows}, file has {rows}", f.name)
+
+
+def _parse_error(exc: duckdb.Error) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines[1:] if not ln.startswith(("Original Line", "Possible"))), "")
+    first = lines[0].split("Error:", 1)[-1].strip() if lines else str(exc)
+    return f"cannot be parsed: {first}{'; ' + detail if detail else ''}"
+
+
+def _error_line(exc: duckdb.Error) -> int | None:
+    marker = "Error on Line:"
+    text = str(exc)
+    if marker in text:
+        tail = text.split(marker, 1)[1].strip().split()[0]
+        return int(tail) if tail.isdigit() else None
+    return None
+
+
+def _line_numbers(con, delivery: Delivery, table: Table) -> str:
+    """SQL template for a row's line in its file (header = line 1; Parquet: row number); {row} is
+    the row ordinal column to use."""
+    f = delivery.files[table.name]
+    if delivery.fmt != "csv" or f.newline_count in (f.rows, f.rows + 1):
+        return "{row} + 1" if delivery.fmt == "csv" else "{row}"
+    # Quoted newlines: rows span lines, so count them the way a CSV reader does.
+    starts = []
+    with f.path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        previous_end = reader.line_num
+        for _ in reader:
+            starts.append(previous_end + 1)
+            previous_end = reader.line_num
+    map_table = f"line_map_{table.name}"
+    _q(con, f"CREATE OR REPLACE TEMP TABLE {map_table} (_row BIGINT, line_number BIGINT)")
+    con.executemany(f"INSERT INTO {map_table} VALUES (?, ?)", list(enumerate(starts, start=1)))
+    return f"(SELECT m.line_number FROM {map_table} m WHERE m._row = {{row}})"
+
+
+def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Contract) -> None:
+    """Refusals that need the rows: a patient_id of another site, a duplicate patient_id."""
+    for table in contract.tables.values():
+        row = _q(con, f"""
+            SELECT _row, patient_id FROM {_temp(table.name)}
+            WHERE regexp_full_match(patient_id, $fmt) AND split_part(patient_id, '-', 1) <> $site
+            ORDER BY _row LIMIT 1""", {"fmt": PATIENT_ID_FORMAT, "site": delivery.site_id}).fetchone()
+        if row:
+            line = row[0] + 1 if delivery.fmt == "csv" else row[0]
+            raise Refusal(f"patient_id {row[1]!r} belongs to another site (delivery is {delivery.site_id})",
+                          delivery.files[table.name].name, line, "patient_id")
+        for key in table.refuse_duplicate:
+            dup = _q(con, f"""
+                SELECT {key}, list(_row ORDER BY _row) FROM {_temp(table.name)}
+                WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1 ORDER BY min(_row) LIMIT 1""").fetchone()
+            if dup:
+                lines = [r + 1 if delivery.fmt == "csv" else r for r in dup[1]]
+                raise Refusal(f"duplicate {key} {dup[0]!r} (lines {', '.join(map(str, lines[:5]))})",
+                              delivery.files[table.name].name, lines[1], key)
+
+
+def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
+    """Temp table frame_<table>: the validation frame described in vigil.rules."""
+    _q(con, f"""CREATE OR REPLACE TEMP TABLE ctx_patients AS
+        SELECT patient_id AS patient__patient_id,
+               {typed_expression(contract, 'int', 'birth_year')} AS patient__birth_year
+        FROM {_temp('patients')} WHERE patient_id IS NOT NULL""")
+    _q(con, f"""CREATE OR REPLACE TEMP TABLE ctx_follow_up AS
+        SELECT patient_id AS follow_up__patient_id,
+               max({typed_expression(contract, 'date', 'death_date')}) AS patient__death_date
+        FROM {_temp('follow_up')} WHERE patient_id IS NOT NULL GROUP BY patient_id""")
+    for table in contract.tables.values():
+        select = ["t._row"]
+        for c in table.columns:
+            if c.type == "str":
+                select.append(f"t.{c.name}")
+            else:
+                select.append(f"{typed_expression(contract, c.type, 't.' + c.name)} AS {c.name}")
+                select.append(f"t.{c.name} AS {c.name}__raw")
+        for c in year_columns(table):
+            select.append(f"year({typed_expression(contract, table.column(c).type, 't.' + c)}) AS {c}__year")
+        joins = []
+        context = table.context_columns
+        if any(c in ("patient__patient_id", "patient__birth_year") for c in context):
+            select += [f"p.{c}" for c in context if c in ("patient__patient_id", "patient__birth_year")]
+            joins.append("LEFT JOIN ctx_patients p ON p.patient__patient_id = t.patient_id")
+        if any(c in ("patient__death_date", "follow_up__patient_id") for c in context):
+            select += [f"f.{c}" for c in context if c in ("patient__death_date", "follow_up__patient_id")]
+            joins.append("LEFT JOIN ctx_follow_up f ON f.follow_up__patient_id = t.patient_id")
+        _q(con, f"CREATE OR REPLACE TEMP TABLE frame_{table.name} AS "
+                f"SELECT {', '.join(select)} FROM {_temp(table.name)} t {' '.join(joins)} ORDER BY t._row")
+
+
+def _evaluate_rules(con, delivery: Delivery, contract: Contract) -> dict[str, int]:
+    """Temp table broken_<table>(_row, rules): rows breaking any rule; returns SQL count per rule."""
+    counts: dict[str, int] = {}
+    for table in contract.tables.values():
+        flags = ", ".join(
+            f"CASE WHEN {violation_sql(contract, r, delivery.data_cut)} THEN {sql_literal(r.rule_id)} END"
+            for r in table.rules)
+        _q(con, f"""CREATE OR REPLACE TEMP TABLE broken_{table.name} AS
+            SELECT _row, rules FROM (
+                SELECT _row, list_filter([{flags}], lambda x: x IS NOT NULL) AS rules FROM frame_{table.name})
+            WHERE len(rules) > 0""")
+        per_rule = dict(_q(con, f"SELECT r, count(*) FROM (SELECT unnest(rules) AS r FROM broken_{table.name}) "
+                                f"GROUP BY r").fetchall())
+        counts.update({r.rule_id: per_rule.get(r.rule_id, 0) for r in table.rules})
+    return counts
+
+
+def _cascade(con, contract: Contract) -> None:
+    """Temp table quarantined_<table>(_row, rule_id, all_rules): own rule breaks plus rows whose
+    patient is quarantined (DTS section 3), and patients left without a valid follow_up row."""
+    _q(con, "CREATE OR REPLACE TEMP TABLE bad_patients AS SELECT DISTINCT f.patient_id FROM frame_patients f "
+            "JOIN broken_patients b USING (_row) WHERE f.patient_id IS NOT NULL")
+    # A follow_up row of a quarantined patient goes too; then a patient with no follow_up row left.
+    _own_plus_cascade(con, "follow_up")
+    _q(con, """INSERT INTO bad_patients
+        SELECT DISTINCT p.patient_id FROM frame_patients p
+        WHERE p.patient_id IS NOT NULL AND p.patient_id NOT IN (SELECT patient_id FROM bad_patients)
+          AND NOT EXISTS (SELECT 1 FROM frame_follow_up f WHERE f.patient_id = p.patient_id
+                          AND f._row NOT IN (SELECT _row FROM quarantined_follow_up))""")
+    for table in contract.tables.values():
+        if table.name == "patients":
+            _q(con, """CREATE OR REPLACE TEMP TABLE quarantined_patients AS
+                SELECT p._row, coalesce(b.rules[1], 'no_follow_up') AS rule_id,
+                       coalesce(b.rules, ['no_follow_up']) AS all_rules
+                FROM frame_patients p LEFT JOIN broken_patients b USING (_row)
+                WHERE b._row IS NOT NULL OR p.patient_id IN (SELECT patient_id FROM bad_patients)""")
+        elif table.name != "follow_up":
+            _own_plus_cascade(con, table.name)
+
+
+def _own_plus_cascade(con, table_name: str) -> None:
+    _q(con, f"""CREATE OR REPLACE TEMP TABLE quarantined_{table_name} AS
+        SELECT f._row,
+               coalesce(b.rules[1], 'patient_quarantined') AS rule_id,
+               CASE WHEN f.patient_id IN (SELECT patient_id FROM bad_patients)
+                    THEN list_append(coalesce(b.rules, []), 'patient_quarantined') ELSE b.rules END AS all_rules
+        FROM frame_{table_name} f LEFT JOIN broken_{table_name} b USING (_row)
+        WHERE b._row IS NOT NULL OR f.patient_id IN (SELECT patient_id FROM bad_patients)""")
+
+
+def _reason_sql(contract: Contract) -> tuple[str, str]:
+    """CASE expressions mapping a rule_id to its reason and its column."""
+    derived = {"patient_quarantined": ("patient_quarantined", "patient_id"),
+               "no_follow_up": ("no_follow_up", "patient_id")}
+    pairs = {r.rule_id: (r.reason, r.column) for r in contract.rules} | derived
+    reason = " ".join(f"WHEN {sql_literal(k)} THEN {sql_literal(v[0])}" for k, v in pairs.items())
+    column = " ".join(f"WHEN {sql_literal(k)} THEN {sql_literal(v[1])}" for k, v in pairs.items())
+    return f"CASE rule_id {reason} END", f"CASE rule_id {column} END"
+
+
+def _is_current(con, delivery: Delivery) -> bool:
+    """The delivery becomes its site's current one unless an accepted later one is loaded already."""
+    newer = _q(con, """SELECT count(*) FROM audit.delivery_receipts
+        WHERE status = 'accepted' AND site_id = $site AND (data_cut, created_at) > ($cut, $created)""",
+               {"site": delivery.site_id, "cut": delivery.data_cut, "created": delivery.created_at}).fetchone()[0]
+    return newer == 0
+
+
+def already_loaded(con, delivery: Delivery) -> int | None:
+    row = _q(con, "SELECT delivery_id FROM audit.delivery_receipts WHERE fingerprint = $fp "
+                  "ORDER BY delivery_id LIMIT 1", {"fp": delivery.fingerprint}).fetchone()
+    return row[0] if row else None
+
+
+def _insert_receipt(con, delivery: Delivery | None, folder: Path, status: str, reason: str | None,
+                    refused_file: str | None) -> int:
+    d = delivery
+    return _q(con, """
+        INSERT INTO audit.delivery_receipts (site_id, data_cut, created_at, folder, file_format, fingerprint,
+            manifest_sha256, file_hashes, status, reason, refused_file, loaded_at)
+        VALUES ($site, $cut, $created, $folder, $fmt, $fp, $msha, $hashes, $status, $reason, $file,
+                CASE WHEN $status = 'accepted' THEN current_timestamp END)
+        RETURNING delivery_id""", {
+        "site": d.site_id if d else None, "cut": d.data_cut if d else None,
+        "created": d.created_at if d else None, "folder": str(folder), "fmt": d.fmt if d else None,
+        "fp": d.fingerprint if d else None, "msha": d.manifest_sha256 if d else None,
+        "hashes": {f.name: f.sha256 for f in d.files.values()} if d else None,
+        "status": status, "reason": reason, "file": refused_file}).fetchone()[0]
+
+
+def record_refusal(con, folder: Path, refusal: Refusal, delivery: Delivery | None = None) -> int:
+    """A refused delivery is on record, in its own small transaction."""
+    con.execute("BEGIN")
+    try:
+        delivery_id = _insert_receipt(con, delivery, folder, "refused", refusal.describe(folder), refusal.file)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return delivery_id
+
+
+def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, current: bool,
+           validation, sql_counts: dict[str, int]) -> dict[str, TableCounts]:
+    reason_case, column_case = _reason_sql(contract)
+    counts: dict[str, TableCounts] = {}
+    lineage = {"id": delivery_id, "site": delivery.site_id, "cut": delivery.data_cut}
+    for table in contract.tables.values():
+        f = delivery.files[table.name]
+        line_expr = _line_numbers(con, delivery, table)
+        raw_struct = ", ".join(f"{sql_literal(c)}: t.{c}" for c in table.column_names)
+        _q(con, f"""INSERT INTO audit.quarantine
+            SELECT $id, {sql_literal(table.name)}, $site, $cut, {sql_literal(f.name)}, {line_expr.format(row="q._row")},
+                   {column_case}, {reason_case}, rule_id, all_rules, to_json({{{raw_struct}}})
+            FROM quarantined_{table.name} q JOIN {_temp(table.name)} t USING (_row) ORDER BY q._row""", lineage)
+        quarantined = _q(con, f"SELECT count(*) FROM quarantined_{table.name}").fetchone()[0]
+        counts[table.name] = TableCounts(f.rows, f.rows - quarantined, quarantined)
+        _q(con, "INSERT INTO audit.delivery_tables VALUES ($id, $t, $file, $sha, $rec, $loaded, $quar)",
+           {"id": delivery_id, "t": table.name, "file": f.name, "sha": f.sha256, "rec": f.rows,
+            "loaded": f.rows - quarantined, "quar": quarantined})
+        for rule in table.rules:
+            _q(con, "INSERT INTO audit.rule_results VALUES ($id, $t, $rule, $reason, $sql, $gx)",
+               {"id": delivery_id, "t": table.name, "rule": rule.rule_id, "reason": rule.reason,
+                "sql": sql_counts[rule.rule_id], "gx": validation.tables[table.name].unexpected[rule.rule_id]})
+        tv = validation.tables[table.name]
+        _q(con, "INSERT INTO audit.validation_results VALUES ($id, $t, $suite, $ok, $n, $nok, $result)",
+           {"id": delivery_id, "t": table.name, "suite": tv.suite_name, "ok": tv.success,
+            "n": tv.evaluated, "nok": tv.successful, "result": json.dumps(tv.result)})
+        if current:
+            _replace_site_rows(con, table, f.name, line_expr, lineage)
+    return counts
+
+
+def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineage: dict) -> None:
+    """raw gets every delivered row, staging the typed valid ones; the site's earlier rows go."""
+    lineage_cols = f"$id, $site, $cut, {sql_literal(file_name)}, {line_expr.format(row='t._row')}"
+    for layer in ("raw", "staging"):
+        _q(con, f"DELETE FROM {layer}.{table.name} WHERE site_id = $site", {"site": lineage["site"]})
+    cols = ", ".join(table.column_names)
+    _q(con, f"INSERT INTO raw.{table.name} SELECT {lineage_cols}, {cols} FROM {_temp(table.name)} t ORDER BY t._row",
+       lineage)
+    _q(con, f"""INSERT INTO staging.{table.name}
+        SELECT {lineage_cols}, {cols} FROM frame_{table.name} t
+        WHERE t._row NOT IN (SELECT _row FROM quarantined_{table.name}) ORDER BY t._row""", lineage)
+
+
+def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Path,
+                  contract: Contract | None = None) -> LoadOutcome:
+    """Load one inspected delivery in one transaction. Raises Refusal (nothing loaded) or LoadFailed."""
+    from vigil import gx_validation
+
+    contract = contract or load_contract()
+    outcome = LoadOutcome(delivery.folder, "accepted", delivery.site_id, delivery.data_cut)
+    con.execute("BEGIN")
+    try:
+        for table in contract.tables.values():
+            _read_table(con, delivery, table)
+        _refuse_foreign_or_duplicate_patients(con, delivery, contract)
+        _build_frames(con, delivery, contract)
+        sql_counts = _evaluate_rules(con, delivery, contract)
+        frames = {t: _q(con, f"SELECT * FROM frame_{t}").df() for t in contract.tables}
+        validation = gx_validation.validate_delivery(
+            gx_dir, delivery.label, frames, delivery.data_cut,
+            {t: f.rows for t, f in delivery.files.items()})
+        del frames
+        disagreements = [f"{rule}: SQL {n}, GX {validation.unexpected(rule)}"
+                         for rule, n in sql_counts.items() if validation.unexpected(rule) != n]
+        if disagreements:
+            raise Refusal("quarantine rules and Great Expectations disagree (" + "; ".join(disagreements[:3])
+                          + "); nothing loaded, please report this as a vigil defect")
+        _cascade(con, contract)
+        outcome.current = _is_current(con, delivery)
+        outcome.delivery_id = _insert_receipt(con, delivery, delivery.folder, "accepted", None, None)
+        outcome.tables = _store(con, delivery, contract, outcome.delivery_id, outcome.current, validation,
+                                sql_counts)
+        outcome.quarantine_reasons = dict(_q(con, "SELECT reason, count(*) FROM audit.quarantine "
+                                                  "WHERE delivery_id = $id GROUP BY reason ORDER BY reason",
+                                             {"id": outcome.delivery_id}).fetchall())
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    # DuckDB's COMMIT after a failed statement returns normally and keeps nothing: check it stuck.
+    stuck = _q(con, "SELECT count(*) FROM audit.delivery_receipts WHERE delivery_id = $id",
+               {"id": outcome.delivery_id}).fetchone()[0]
+    if stuck != 1:
+        raise LoadFailed(f"{delivery.folder}: the warehouse did not keep the load (commit lost)")
+    con.execute("CHECKPOINT")
+    return outcome
+
+
+def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, today: date | None = None,
+                    contract: Contract | None = None) -> LoadOutcome:
+    """Check, then load or refuse one delivery folder; a refusal is recorded, never raised."""
+    contract = contract or load_contract()
+    delivery = None
+    try:
+        delivery = inspect_delivery(folder, contract, today)
+        existing = already_loaded(con, delivery)
+        if existing is not None:
+            return LoadOutcome(folder, "already_loaded", delivery.site_id, delivery.data_cut, existing,
+                               f"identical to delivery {existing}; nothing changed")
+        return load_delivery(con, delivery, gx_dir, contract)
+    except Refusal as refusal:
+        delivery_id = record_refusal(con, folder, refusal, delivery)
+        return LoadOutcome(folder, "refused", delivery.site_id if delivery else None,
+                           delivery.data_cut if delivery else None, delivery_id, refusal.describe(folder))
+
+
+def delivery_order(folders: list[Path], contract: Contract | None = None) -> list[Path]:
+    """Deliveries in created_at order (DTS section 1); unreadable manifests first (they get refused)."""
+    contract = contract or load_contract()
+
+    def created(folder: Path) -> str:
+        try:
+            return str(json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig"))["created_at"])
+        except Exception:  # an unreadable manifest is refused by inspect_delivery with the reason
+            return ""
+
+    return sorted(folders, key=lambda f: (created(f), f.name))
