@@ -1,0 +1,130 @@
+-- cohort.patients
+-- Purpose: the study cohort with index date, exit date, death and every baseline stratum
+--          (SAP 1 Cohort and SAP 3 Baseline strata, all assessed at the index date).
+-- Grain:   one row per cohort patient (passed all five attrition steps).
+-- Rules:   died = the death falls in follow-up, i.e. death_date = exit_date (a death_date after
+--          followup_end_date is outside follow-up: the patient is censored at exit).
+--          follow_up_days = (exit_date - index_date) + 1: the index day and the exit day both count.
+--          Strata and levels (reference level first):
+--            charlson            0 | 1 | >=2       Charlson index (cohort.charlson_conditions)
+--            prior_dmt           0 | 1 | >=2       distinct dmt_code started before index
+--            prior_high_efficacy N | Y             a high-efficacy DMT started before index
+--            edss                0-2.5 | 3.0-5.5 | >=6.0 | unknown   baseline EDSS
+--            age_group           18-29 | 30-39 | 40-49 | >=50
+--            sex                 F | M | U
+--            site                the site_id (reference: first in alphabetical order)
+CREATE OR REPLACE TABLE cohort.patients AS
+WITH cohort_member AS (
+    SELECT * FROM cohort.eligibility WHERE excluded_at_step IS NULL
+),
+charlson AS (
+    SELECT patient_id, CAST(sum(weight_counted) AS INTEGER) AS charlson_score
+    FROM cohort.charlson_conditions
+    GROUP BY patient_id
+),
+prior_dmt AS (
+    SELECT
+        patient_id,
+        CAST(count(*) AS INTEGER) AS prior_dmt_count,
+        bool_or(high_efficacy = 'Y') AS any_high_efficacy
+    FROM cohort.prior_dmts
+    GROUP BY patient_id
+),
+courses_in_follow_up AS (
+    SELECT c.patient_id, CAST(count(*) AS INTEGER) AS n_courses
+    FROM cohort.courses AS c
+    JOIN cohort_member AS m USING (patient_id)
+    WHERE c.course_start_date <= m.exit_date
+    GROUP BY c.patient_id
+),
+baseline AS (
+    SELECT
+        m.*,
+        coalesce(death_date = exit_date, false) AS died,
+        coalesce(ch.charlson_score, 0) AS charlson_score,
+        coalesce(pd.prior_dmt_count, 0) AS prior_dmt_count,
+        coalesce(pd.any_high_efficacy, false) AS any_high_efficacy,
+        e.edss_score,
+        e.edss_date,
+        coalesce(cf.n_courses, 0) AS n_courses
+    FROM cohort_member AS m
+    LEFT JOIN charlson AS ch USING (patient_id)
+    LEFT JOIN prior_dmt AS pd USING (patient_id)
+    LEFT JOIN cohort.baseline_edss AS e USING (patient_id)
+    LEFT JOIN courses_in_follow_up AS cf USING (patient_id)
+)
+SELECT
+    patient_id,
+    site_id,
+    delivery_id,
+    data_cut,
+    birth_year,
+    ms_course,
+    index_date,
+    age_at_index,
+    followup_end_date,
+    end_reason,
+    death_date,
+    exit_date,
+    CASE
+        WHEN died THEN 'death'
+        WHEN exit_date = followup_end_date THEN 'followup_end'
+        ELSE 'data_cut'
+    END AS exit_reason,
+    died,
+    CAST(exit_date - index_date + 1 AS INTEGER) AS follow_up_days,
+    (exit_date - index_date + 1) / 365.25 AS person_years,
+    n_courses,
+    charlson_score,
+    CASE WHEN charlson_score = 0 THEN '0' WHEN charlson_score = 1 THEN '1' ELSE '>=2' END AS charlson,
+    prior_dmt_count,
+    CASE WHEN prior_dmt_count = 0 THEN '0' WHEN prior_dmt_count = 1 THEN '1' ELSE '>=2' END AS prior_dmt,
+    CASE WHEN any_high_efficacy THEN 'Y' ELSE 'N' END AS prior_high_efficacy,
+    edss_score,
+    edss_date,
+    CASE
+        WHEN edss_score IS NULL THEN 'unknown'
+        WHEN edss_score < 3.0 THEN '0-2.5'
+        WHEN edss_score < 6.0 THEN '3.0-5.5'
+        ELSE '>=6.0'
+    END AS edss,
+    CASE
+        WHEN age_at_index < 30 THEN '18-29'
+        WHEN age_at_index < 40 THEN '30-39'
+        WHEN age_at_index < 50 THEN '40-49'
+        ELSE '>=50'
+    END AS age_group,
+    sex,
+    site_id AS site
+FROM baseline
+ORDER BY patient_id;
+
+COMMENT ON TABLE cohort.patients IS 'The study cohort: patients who pass the five SAP attrition steps, with index date, exit date, death in follow-up and the baseline strata assessed at the index date. Grain: cohort patient. SAP 1 and 3.';
+COMMENT ON COLUMN cohort.patients.patient_id IS 'Patient pseudonym (globally unique, carries the site prefix).';
+COMMENT ON COLUMN cohort.patients.site_id IS 'Site that delivered the patient.';
+COMMENT ON COLUMN cohort.patients.delivery_id IS 'The delivery the patient row came from (audit.deliveries.delivery_id).';
+COMMENT ON COLUMN cohort.patients.data_cut IS 'Data cut of the patient''s delivery.';
+COMMENT ON COLUMN cohort.patients.birth_year IS 'Year of birth.';
+COMMENT ON COLUMN cohort.patients.ms_course IS 'MS course at first infusion (RRMS for every cohort member).';
+COMMENT ON COLUMN cohort.patients.index_date IS 'Index date: first valid alemtuzumab infusion.';
+COMMENT ON COLUMN cohort.patients.age_at_index IS 'Age at index = year(index_date) - birth_year.';
+COMMENT ON COLUMN cohort.patients.followup_end_date IS 'End of follow-up as delivered.';
+COMMENT ON COLUMN cohort.patients.end_reason IS 'Reason for the end of follow-up as delivered.';
+COMMENT ON COLUMN cohort.patients.death_date IS 'Date of death as delivered; NULL = not known to have died.';
+COMMENT ON COLUMN cohort.patients.exit_date IS 'Exit date = min(followup_end_date, death_date, data_cut).';
+COMMENT ON COLUMN cohort.patients.exit_reason IS 'Which date set the exit: death, followup_end (the delivered end of follow-up) or data_cut.';
+COMMENT ON COLUMN cohort.patients.died IS 'True if the patient died in follow-up (death_date = exit_date): the competing event of the first-event outcomes.';
+COMMENT ON COLUMN cohort.patients.follow_up_days IS 'Follow-up in days = (exit_date - index_date) + 1, index and exit days included.';
+COMMENT ON COLUMN cohort.patients.person_years IS 'Follow-up in person-years = follow_up_days / 365.25.';
+COMMENT ON COLUMN cohort.patients.n_courses IS 'Number of derived alemtuzumab courses started from index to exit.';
+COMMENT ON COLUMN cohort.patients.charlson_score IS 'Charlson comorbidity index at index (Quan 2005 ICD-10, Charlson 1987 weights, severe form supersedes mild).';
+COMMENT ON COLUMN cohort.patients.charlson IS 'Stratum charlson: 0 (reference), 1, >=2.';
+COMMENT ON COLUMN cohort.patients.prior_dmt_count IS 'Number of distinct dmt_code with start_date before index.';
+COMMENT ON COLUMN cohort.patients.prior_dmt IS 'Stratum prior_dmt: 0 (reference), 1, >=2.';
+COMMENT ON COLUMN cohort.patients.prior_high_efficacy IS 'Stratum prior_high_efficacy: Y if a high-efficacy class DMT started before index, else N (reference).';
+COMMENT ON COLUMN cohort.patients.edss_score IS 'Baseline EDSS score; NULL if none in the window.';
+COMMENT ON COLUMN cohort.patients.edss_date IS 'Date of the baseline EDSS assessment; NULL if none.';
+COMMENT ON COLUMN cohort.patients.edss IS 'Stratum edss: 0-2.5 (reference), 3.0-5.5, >=6.0, unknown (no assessment in the window).';
+COMMENT ON COLUMN cohort.patients.age_group IS 'Stratum age_group: 18-29 (reference), 30-39, 40-49, >=50.';
+COMMENT ON COLUMN cohort.patients.sex IS 'Stratum sex: F (reference), M, U (unknown).';
+COMMENT ON COLUMN cohort.patients.site IS 'Stratum site: the site_id (reference: first in alphabetical order).';

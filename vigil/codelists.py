@@ -1,0 +1,215 @@
+"""The study's code lists (codelists/*.csv) loaded into the warehouse schema `codelists`.
+
+The lists are versioned data (see codelists/README.md): every file has a `version` column with
+one value for all its rows. `load_codelists` checks each file, (re)creates its table with
+COMMENT ON for the table and every column, and records version and SHA-256 in
+`codelists.versions`, so that a run can record which lists it used.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from vigil.contract import PROJECT_ROOT, sql_literal
+
+CODELIST_DIR = PROJECT_ROOT / "codelists"
+SCHEMA = "codelists"
+
+
+class CodeListError(ValueError):
+    """A code list file breaks its format; the message names the file."""
+
+
+@dataclass(frozen=True)
+class CodeList:
+    name: str  # file stem = table name in schema codelists
+    description: str
+    key: tuple[str, ...]  # unique per row
+    columns: tuple[tuple[str, str, str], ...]  # (name, SQL type, comment), in file order, version last
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.csv"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c[0] for c in self.columns]
+
+
+_VERSION = ("version", "VARCHAR", "Version of the code list (one value per file; see codelists/README.md).")
+
+CODELISTS: dict[str, CodeList] = {
+    c.name: c for c in (
+        CodeList(
+            "charlson_quan2005_icd10",
+            "ICD-10 prefixes of the Charlson comorbidity categories: Quan et al. Med Care 2005 coding algorithm, "
+            "Charlson 1987 weights. A diagnosis matches when its code, upper-cased and without the dot, starts "
+            "with icd10_prefix. Grain: ICD-10 prefix.",
+            ("icd10_prefix",),
+            (
+                ("category", "VARCHAR", "Charlson category identifier, e.g. mild_liver_disease."),
+                ("category_name", "VARCHAR", "Charlson category as named by Quan et al. 2005."),
+                ("weight", "INTEGER", "Charlson (1987) weight of the category."),
+                ("superseded_by", "VARCHAR",
+                 "The severe category that replaces this mild one when a patient has both; NULL if none."),
+                ("icd10_prefix", "VARCHAR", "ICD-10 code prefix, upper case without the dot (3 or 4 characters)."),
+                ("quan_code", "VARCHAR", "The code or range as printed in Quan et al. 2005 Table 1, e.g. I42.5-I42.9."),
+                _VERSION,
+            ),
+        ),
+        CodeList(
+            "dmt_classes",
+            "Disease-modifying therapy codes of the extract (dmt_history.dmt_code) with their names and the "
+            "high-efficacy / immunosuppressive class. Grain: DMT code.",
+            ("dmt_code",),
+            (
+                ("dmt_code", "VARCHAR", "DMT code as delivered in dmt_history.dmt_code."),
+                ("dmt_name", "VARCHAR", "Name of the therapy."),
+                ("high_efficacy", "VARCHAR", "Y if the therapy is in the high-efficacy / immunosuppressive class, else N."),
+                _VERSION,
+            ),
+        ),
+        CodeList(
+            "opportunistic_terms",
+            "MedDRA preferred terms that define an opportunistic infection (SAP section 2, secondary outcome b); "
+            "matched ignoring case. Grain: MedDRA preferred term.",
+            ("meddra_pt",),
+            (
+                ("meddra_pt", "VARCHAR", "MedDRA preferred term, English, as listed in the SAP."),
+                _VERSION,
+            ),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class LoadedCodeList:
+    spec: CodeList
+    version: str
+    sha256: str
+    rows: list[tuple]
+
+
+def read_codelist(name: str, directory: Path = CODELIST_DIR) -> LoadedCodeList:
+    """Read and check one code list file: exact header, no empty required value, unique key, one version."""
+    spec = CODELISTS[name]
+    path = directory / spec.file_name
+    data = path.read_bytes()
+    text = data.decode("utf-8-sig")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header != spec.column_names:
+        raise CodeListError(f"{path.name}: header {header} is not {spec.column_names}")
+    nullable = {"superseded_by"}
+    rows, keys, versions = [], set(), set()
+    for line_number, values in enumerate(reader, start=2):
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise CodeListError(f"{path.name} line {line_number}: {len(values)} fields, expected {len(header)}")
+        row = []
+        for (column, sql_type, _), value in zip(spec.columns, values):
+            value = value.strip()
+            if value == "":
+                if column not in nullable:
+                    raise CodeListError(f"{path.name} line {line_number}: {column} is empty")
+                row.append(None)
+            elif sql_type == "INTEGER":
+                try:
+                    row.append(int(value))
+                except ValueError:
+                    raise CodeListError(f"{path.name} line {line_number}: {column} {value!r} is not a whole number") from None
+            else:
+                row.append(value)
+        record = dict(zip(header, row))
+        key = tuple(record[k] for k in spec.key)
+        if key in keys:
+            raise CodeListError(f"{path.name} line {line_number}: duplicate {'+'.join(spec.key)} {key}")
+        keys.add(key)
+        versions.add(record["version"])
+        rows.append(tuple(row))
+    if not rows:
+        raise CodeListError(f"{path.name}: no rows")
+    if len(versions) != 1:
+        raise CodeListError(f"{path.name}: one version per file expected, found {sorted(versions)}")
+    _check(spec, rows, path.name)
+    return LoadedCodeList(spec, versions.pop(), hashlib.sha256(data).hexdigest(), rows)
+
+
+def _check(spec: CodeList, rows: list[tuple], file_name: str) -> None:
+    """Checks of meaning that a wrong edit of a list would break."""
+    records = [dict(zip(spec.column_names, r)) for r in rows]
+    if spec.name == "charlson_quan2005_icd10":
+        by_category: dict[str, tuple] = {}
+        for r in records:
+            if r["icd10_prefix"] != r["icd10_prefix"].upper() or "." in r["icd10_prefix"]:
+                raise CodeListError(f"{file_name}: prefix {r['icd10_prefix']!r} must be upper case without the dot")
+            attrs = (r["category_name"], r["weight"], r["superseded_by"])
+            if by_category.setdefault(r["category"], attrs) != attrs:
+                raise CodeListError(f"{file_name}: category {r['category']} has differing name/weight/superseded_by")
+        for category, (_, _, severe) in by_category.items():
+            if severe is not None and severe not in by_category:
+                raise CodeListError(f"{file_name}: {category} is superseded by unknown category {severe}")
+    elif spec.name == "dmt_classes":
+        bad = [r["dmt_code"] for r in records if r["high_efficacy"] not in ("Y", "N")]
+        if bad:
+            raise CodeListError(f"{file_name}: high_efficacy must be Y or N ({bad})")
+
+
+def codelist_versions(directory: Path = CODELIST_DIR) -> dict[str, dict[str, str]]:
+    """{list name: {"version", "sha256", "file"}} of every code list, for the run's provenance."""
+    out = {}
+    for name in CODELISTS:
+        loaded = read_codelist(name, directory)
+        out[name] = {"version": loaded.version, "sha256": loaded.sha256, "file": f"codelists/{loaded.spec.file_name}"}
+    return out
+
+
+def load_codelists(con: duckdb.DuckDBPyConnection, directory: Path = CODELIST_DIR) -> dict[str, dict[str, str]]:
+    """(Re)create codelists.<name> for every list and codelists.versions; return the versions.
+
+    Runs inside the caller's transaction (no BEGIN/COMMIT here).
+    """
+    loaded = [read_codelist(name, directory) for name in CODELISTS]
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    for cl in loaded:
+        spec = cl.spec
+        table = f"{SCHEMA}.{spec.name}"
+        body = ",\n  ".join(f"{name} {sql_type}" for name, sql_type, _ in spec.columns)
+        con.execute(f"CREATE OR REPLACE TABLE {table} (\n  {body},\n  PRIMARY KEY ({', '.join(spec.key)})\n)")
+        placeholders = ", ".join("?" for _ in spec.columns)
+        con.executemany(f"INSERT INTO {table} VALUES ({placeholders})", cl.rows)
+        con.execute(f"COMMENT ON TABLE {table} IS "
+                    f"{sql_literal(f'{spec.description} Version {cl.version}, file codelists/{spec.file_name}.')}")
+        for name, _, comment in spec.columns:
+            con.execute(f"COMMENT ON COLUMN {table}.{name} IS {sql_literal(comment)}")
+
+    con.execute(f"""CREATE OR REPLACE TABLE {SCHEMA}.versions (
+  codelist VARCHAR PRIMARY KEY,
+  file VARCHAR,
+  version VARCHAR,
+  sha256 VARCHAR,
+  n_rows BIGINT
+)""")
+    con.executemany(f"INSERT INTO {SCHEMA}.versions VALUES (?, ?, ?, ?, ?)",
+                    [(cl.spec.name, f"codelists/{cl.spec.file_name}", cl.version, cl.sha256, len(cl.rows))
+                     for cl in loaded])
+    con.execute(f"COMMENT ON TABLE {SCHEMA}.versions IS "
+                f"{sql_literal('The code lists loaded into this warehouse, with version and file hash. Grain: code list.')}")
+    for name, comment in (
+        ("codelist", "Code list name = table name in schema codelists."),
+        ("file", "The file it was loaded from, relative to the project root."),
+        ("version", "Version of the list (its version column)."),
+        ("sha256", "SHA-256 of the file as loaded."),
+        ("n_rows", "Number of data rows loaded."),
+    ):
+        con.execute(f"COMMENT ON COLUMN {SCHEMA}.versions.{name} IS {sql_literal(comment)}")
+    return {cl.spec.name: {"version": cl.version, "sha256": cl.sha256, "file": f"codelists/{cl.spec.file_name}"}
+            for cl in loaded}
