@@ -84,3 +84,19 @@ def rehash(folder: Path) -> None:
     for name, entry in manifest["files"].items():
         entry["sha256"] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def many_rows(n: int, site: str = SITE, sex: str = "F") -> dict[str, list[dict]]:
+    """n valid patients shaped like valid_rows' first one, for tests that need a load that takes a while."""
+    rows: dict[str, list[dict]] = {t: [] for t in valid_rows(site)}
+    for i in range(n):
+        pid = f"{site}-{i:016X}"
+        rows["patients"].append({"patient_id": pid, "sex": sex, "birth_year": "1980", "ms_onset_year": "2005",
+                                 "ms_course": "RRMS"})
+        rows["alemtuzumab_infusions"] += [{"patient_id": pid, "infusion_date": f"2020-01-0{d}",
+                                           "course_number": "1", "dose_mg": "12"} for d in range(1, 6)]
+        rows["infections"].append({"patient_id": pid, "event_id": f"E{i}", "onset_date": "2020-03-01",
+                                   "meddra_pt": "Pneumonia", "serious": "Y",
+                                   "seriousness_criteria": "hospitalisation", "outcome": "recovered"})
+        rows["follow_up"].append({"patient_id": pid, "followup_end_date": CUT, "end_reason": "data_cut"})
+    return rows

@@ -295,11 +295,13 @@ def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, curren
         for rule in table.rules:
             _q(con, "INSERT INTO audit.rule_results VALUES ($id, $t, $rule, $reason, $sql, $gx)",
                {"id": delivery_id, "t": table.name, "rule": rule.rule_id, "reason": rule.reason,
-                "sql": sql_counts[rule.rule_id], "gx": validation.tables[table.name].unexpected[rule.rule_id]})
+                "sql": sql_counts[rule.rule_id], "gx": validation.tables[table.name].unexpected_counts[rule.rule_id]})
         tv = validation.tables[table.name]
+        stats = tv.result["statistics"]
         _q(con, "INSERT INTO audit.validation_results VALUES ($id, $t, $suite, $ok, $n, $nok, $result)",
            {"id": delivery_id, "t": table.name, "suite": tv.suite_name, "ok": tv.success,
-            "n": tv.evaluated, "nok": tv.successful, "result": json.dumps(tv.result)})
+            "n": stats["evaluated_expectations"], "nok": stats["successful_expectations"],
+            "result": json.dumps(tv.result, default=str)})
         if current:
             _replace_site_rows(con, table, f.name, line_expr, lineage)
     return counts
@@ -337,8 +339,9 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
             gx_dir, delivery.label, frames, delivery.data_cut,
             {t: f.rows for t, f in delivery.files.items()})
         del frames
-        disagreements = [f"{rule}: SQL {n}, GX {validation.unexpected(rule)}"
-                         for rule, n in sql_counts.items() if validation.unexpected(rule) != n]
+        gx_counts = {r: n for tv in validation.tables.values() for r, n in tv.unexpected_counts.items()}
+        disagreements = [f"{rule}: SQL {n}, GX {gx_counts.get(rule)}"
+                         for rule, n in sql_counts.items() if gx_counts.get(rule) != n]
         if disagreements:
             raise Refusal("quarantine rules and Great Expectations disagree (" + "; ".join(disagreements[:3])
                           + "); nothing loaded, please report this as a vigil defect")

@@ -1,0 +1,114 @@
+"""Benchmark: synth, ingest and a bare DuckDB load at stated sizes; time and peak memory per stage.
+
+Usage: python benchmarks/benchmark.py [--sizes 10000,100000,1000000] [--out benchmarks/out]
+Each stage runs in its own process so its peak RSS is its own. Results go to stdout as a table
+and to benchmarks/out/results.json. Not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stage_synth(out: Path, patients: int) -> dict:
+    from vigil.synth import synthesize_study
+
+    result = synthesize_study(out, patients=patients, sites=3, seed=1)
+    return {"rows": sum(sum(c.values()) for c in result.row_counts.values())}
+
+
+def stage_ingest(landing: Path, db: Path) -> dict:
+    from vigil import warehouse
+    from vigil.contract import load_contract
+    from vigil.delivery import find_deliveries
+    from vigil.ingest import delivery_order, ingest_delivery
+
+    con = warehouse.connect(db)
+    warehouse.create_layout(con)
+    statuses = []
+    for folder in delivery_order(find_deliveries([landing], load_contract())):
+        statuses.append(ingest_delivery(con, folder, warehouse.gx_dir_for(db)).status)
+    return {"statuses": statuses}
+
+
+def stage_bare_load(landing: Path, db: Path) -> dict:
+    """What loading the same files costs with nothing checked: DuckDB read_csv straight into tables."""
+    import duckdb
+
+    from vigil.contract import load_contract
+
+    con = duckdb.connect(str(db))
+    rows = 0
+    for table in load_contract().tables:
+        files = sorted(str(p) for p in landing.glob(f"*/{table}.csv"))
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_csv($files, header = true)",
+                    {"files": files})
+        rows += con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    con.close()
+    return {"rows": rows}
+
+
+STAGES = {"synth": stage_synth, "ingest": stage_ingest, "bare_load": stage_bare_load}
+
+
+def run_stage(name: str, *args: str) -> dict:
+    """Run one stage in a child process; return its wall time, peak RSS and what it reported."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--stage", name, *args], cwd=ROOT,
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {name} failed:\n{proc.stderr[-3000:]}")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"seconds": round(elapsed, 2), **report}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.stage:
+        fn = STAGES[ns.stage]
+        args = [Path(a) if not a.isdigit() else int(a) for a in ns.args]
+        report = fn(*args)
+        report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        print(json.dumps(report, default=str))
+        return
+
+    results = []
+    for size in (int(s) for s in ns.sizes.split(",")):
+        work = ns.out / f"n{size}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        landing, db, bare = work / "landing", work / "vigil.duckdb", work / "bare.duckdb"
+        row = {"patients": size}
+        row["synth"] = run_stage("synth", str(landing), str(size))
+        row["ingest"] = run_stage("ingest", str(landing), str(db))
+        row["bare_load"] = run_stage("bare_load", str(landing), str(bare))
+        row["ingest_vs_bare"] = round(row["ingest"]["seconds"] / row["bare_load"]["seconds"], 1)
+        results.append(row)
+        print(json.dumps(row, default=str), flush=True)
+        shutil.rmtree(landing)
+    (ns.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print("\n| patients | rows | synth s | synth MB | ingest s | ingest MB | bare load s | bare MB | ingest / bare |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['patients']:,} | {r['synth']['rows']:,} | {r['synth']['seconds']} | {r['synth']['peak_rss_mb']} "
+              f"| {r['ingest']['seconds']} | {r['ingest']['peak_rss_mb']} | {r['bare_load']['seconds']} "
+              f"| {r['bare_load']['peak_rss_mb']} | {r['ingest_vs_bare']}x |")
+
+
+if __name__ == "__main__":
+    main()
