@@ -23,7 +23,7 @@ def stage_synth(out: Path, patients: int) -> dict:
     from vigil.synth import synthesize_study
 
     result = synthesize_study(out, patients=patients, sites=3, seed=1)
-    return {"rows": sum(sum(c.values()) for c in result.row_counts.values())}
+    return {"rows": sum(result.rows.values())}
 
 
 def stage_ingest(landing: Path, db: Path) -> dict:

@@ -15,6 +15,7 @@ import pytest
 
 from vigil.cohort import build_cohort
 from vigil.contract import PROJECT_ROOT, ddl_for_layer, load_contract
+from vigil.sqlfiles import run_layer
 
 CUT = "2026-06-30"
 INDEX = "2020-01-06"
@@ -36,6 +37,7 @@ class Study:
         self.con = duckdb.connect()
         for statement in ddl_for_layer(load_contract(), "staging"):
             self.con.execute(statement)
+        run_layer(self.con, "audit")
         self._line = 1
         self._events = 0
 
@@ -255,6 +257,21 @@ def test_attrition_counts_each_step_in_the_sap_order(study):
     assert result["excluded"] == {1: 0, 2: 1, 3: 2, 4: 1, 5: 1}
     assert study.rows("SELECT patient_id FROM cohort.patients ORDER BY 1") == [
         {"patient_id": "DK01-00000001"}, {"patient_id": "DK01-00000002"}]
+
+
+def test_attrition_step_1_counts_patient_rows_quarantined_in_current_deliveries(study):
+    study.patient(1)
+    # Two patient rows of the current DK01 delivery were quarantined, one of a superseded delivery was too.
+    study.con.execute("""INSERT INTO audit.delivery_receipts (delivery_id, site_id, data_cut, created_at, folder, status)
+        VALUES (1, 'DK01', DATE '2025-12-31', TIMESTAMPTZ '2026-01-02 00:00:00+00', 'a', 'accepted'),
+               (2, 'DK01', DATE '2026-06-30', TIMESTAMPTZ '2026-07-02 00:00:00+00', 'b', 'accepted')""")
+    for delivery_id, line in ((1, 5), (2, 3), (2, 4)):
+        study.con.execute("""INSERT INTO audit.quarantine VALUES (?, 'patients', 'DK01', DATE '2026-06-30',
+            'patients.csv', ?, 'sex', 'not_in_code_list', 'patients.sex.not_in_code_list.1', [], '{}')""",
+                          [delivery_id, line])
+    study.build()
+    assert study.rows("SELECT n_remaining, n_excluded FROM cohort.attrition WHERE step = 1") == [
+        {"n_remaining": 1, "n_excluded": 2}]
 
 
 def test_a_patient_failing_several_steps_is_excluded_at_the_first(study):

@@ -51,18 +51,21 @@ def synth(
 
 def print_ingest_summary(outcomes) -> None:
     table = RichTable(title="Deliveries")
-    for col in ("delivery", "status", "rows received", "loaded", "quarantined", "detail"):
-        table.add_column(col, justify="right" if col in ("rows received", "loaded", "quarantined") else "left")
+    for col in ("delivery", "status", "rows received", "loaded", "quarantined"):
+        table.add_column(col, justify="left" if col in ("delivery", "status") else "right")
     for o in outcomes:
-        received = sum(t.received for t in o.tables.values())
-        loaded = sum(t.loaded for t in o.tables.values())
-        quarantined = sum(t.quarantined for t in o.tables.values())
         style = {"accepted": "green", "refused": "red"}.get(o.status, "yellow")
-        detail = ", ".join(f"{r} {n}" for r, n in o.quarantine_reasons.items()) if o.status == "accepted" else o.message
-        table.add_row(o.folder.name, f"[{style}]{o.status}[/]",
-                      f"{received:,}" if o.tables else "", f"{loaded:,}" if o.tables else "",
-                      f"{quarantined:,}" if o.tables else "", detail)
+        counts = ["", "", ""]
+        if o.tables:
+            counts = [f"{sum(getattr(t, k) for t in o.tables.values()):,}" for k in ("received", "loaded", "quarantined")]
+        table.add_row(o.folder.name, f"[{style}]{o.status}[/]", *counts)
     console.print(table)
+    for o in outcomes:
+        if o.status == "accepted" and o.quarantine_reasons:
+            reasons = ", ".join(f"{reason} {n:,}" for reason, n in o.quarantine_reasons.items())
+            console.print(f"[bold]{o.folder.name}[/] quarantined rows by reason: {reasons}")
+        elif o.status != "accepted":
+            console.print(f"[bold]{o.folder.name}[/] {o.status}: {o.message}")
 
 
 @app.command()
@@ -95,6 +98,88 @@ def ingest(
         err.print("no delivery folders found")
     if any(o.status == "refused" for o in outcomes):
         raise typer.Exit(EXIT_REFUSED)
+
+
+def print_run_summary(summary) -> None:
+    c = summary.cohort
+    table = RichTable(title=f"Run {summary.run_id}")
+    table.add_column("step")
+    table.add_column("patients", justify="right")
+    for row in c["attrition"]:
+        table.add_row(f"{row['step']}. {row['description']}", f"{row['n_remaining']:,} (-{row['n_excluded']:,})")
+    console.print(table)
+    ev = c["events"]
+    console.print(f"cohort {c['cohort_size']:,} patients, {c['person_years']:,.0f} person-years; first serious "
+                  f"infections {ev['first_serious']:,}, serious episodes {ev['all_serious']:,}, first "
+                  f"opportunistic {ev['first_opportunistic']:,}; course_number disagreements "
+                  f"{c['course_disagreements']:,}")
+    if summary.snapshot:
+        console.print(f"read-only snapshot: {summary.snapshot}")
+
+
+@app.command()
+def analyse(db: DbOption = None) -> None:
+    """Build the cohort, analysis datasets and results (a new run), then publish the read-only snapshot."""
+    from vigil import warehouse
+    from vigil.run import analyse as run_analysis
+    from vigil.run import publish_snapshot
+
+    db_path = warehouse.resolve_db(db)
+    if not db_path.exists():
+        _fail(f"{db_path} does not exist: ingest deliveries first (vigil ingest)", EXIT_USAGE)
+    try:
+        with console.status("building cohort and analyses"):
+            with warehouse.connect(db_path) as con:
+                warehouse.create_layout(con)
+                summary = run_analysis(con, {"db": str(db_path)})
+            summary.snapshot = publish_snapshot(db_path, summary.run_id)
+    except (warehouse.WarehouseBusy, warehouse.LoadFailed) as exc:
+        _fail(str(exc))
+    print_run_summary(summary)
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Landing folders (delivery folders or folders of them).")],
+    db: DbOption = None,
+) -> None:
+    """The whole study pipeline as one Prefect flow: ingest, analyse, publish the snapshot."""
+    from vigil import warehouse
+
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        _fail(f"not a folder: {', '.join(missing)}", EXIT_USAGE)
+    from pipelines.study_flow import study_pipeline
+
+    try:
+        result = study_pipeline([p.resolve() for p in paths], warehouse.resolve_db(db).resolve())
+    except (warehouse.WarehouseBusy, warehouse.LoadFailed) as exc:
+        _fail(str(exc))
+    print_ingest_summary(result["deliveries"])
+    result["run"].snapshot = result["snapshot"]
+    print_run_summary(result["run"])
+    if any(o.status == "refused" for o in result["deliveries"]):
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo study (replaced).")] = Path("demo-study"),
+    patients: int = 3000,
+) -> None:
+    """Synthesize a small study with faults into a landing folder and run the whole pipeline on it."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    landing = out / "landing"
+    synth(landing, patients=patients, sites=3, seed=1, faults=True, fmt="csv")
+    try:
+        run([landing], db=out / "warehouse" / "vigil.duckdb")
+    except typer.Exit as exit_:
+        # The demo's faults include a delivery that must be refused: that is the expected outcome.
+        if exit_.exit_code not in (0, EXIT_REFUSED):
+            raise
+    console.print(f"demo study in {out.resolve()}")
 
 
 @app.command("contract-docs")

@@ -18,7 +18,8 @@ import duckdb
 
 from vigil.contract import Contract, Table, load_contract, sql_literal
 from vigil.delivery import Delivery, Refusal, inspect_delivery
-from vigil.rules import raw_column, typed_expression, violation_sql, year_columns
+from vigil.rules import typed_expression, violation_sql, year_columns
+from vigil.warehouse import LoadFailed
 
 PATIENT_ID_FORMAT = "^[A-Z0-9]{2,16}-[0-9A-F]{8,16}$"
 
@@ -41,10 +42,6 @@ class LoadOutcome:
     tables: dict[str, TableCounts] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     current: bool = False  # became the site's current delivery in staging
-
-
-class LoadFailed(RuntimeError):
-    """The warehouse did not take the load (it is left as it was)."""
 
 
 def _q(con: duckdb.DuckDBPyConnection, sql: str, params=None):

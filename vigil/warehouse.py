@@ -13,6 +13,10 @@ from vigil.sqlfiles import run_layer
 DEFAULT_DB = Path("warehouse") / "vigil.duckdb"
 
 
+class LoadFailed(RuntimeError):
+    """The warehouse did not keep a write (it is left as it was)."""
+
+
 class WarehouseBusy(RuntimeError):
     """Another process holds the warehouse open for writing."""
 

@@ -3,8 +3,9 @@
 -- Grain:   one row per SAP attrition step (1 to 5), all sites pooled.
 -- Rules:   n_remaining = patients still in after the step; n_excluded = patients who fail it
 --          (first failed step only), so n_remaining(step) = n_remaining(step - 1) - n_excluded(step).
---          Step 1 excludes nobody here: patient rows that broke the extract contract never reach
---          staging and are counted in the data-quality report (SAP A7).
+--          Step 1 counts as excluded the patient rows of the sites' current deliveries that broke
+--          the extract contract (audit.quarantine): they never reach staging, and a regulator
+--          reading the attrition should see them (details in the data-quality annex, SAP A7).
 CREATE OR REPLACE TABLE cohort.attrition AS
 WITH attrition_step(step, description) AS (
     VALUES
@@ -13,13 +14,21 @@ WITH attrition_step(step, description) AS (
         (3, 'MS course RRMS'),
         (4, 'Age at index >= 18 years (year(index) - birth_year)'),
         (5, 'End of follow-up on or after the index date')
+),
+quarantined_patient AS (
+    SELECT count(*) AS n
+    FROM audit.quarantine AS q
+    JOIN audit.deliveries AS d USING (delivery_id)
+    WHERE d.status = 'accepted' AND q.table_name = 'patients'
 )
 SELECT
     CAST(s.step AS INTEGER) AS step,
     s.description,
     count(e.patient_id) FILTER (WHERE e.excluded_at_step IS NULL OR e.excluded_at_step > s.step) AS n_remaining,
-    count(e.patient_id) FILTER (WHERE e.excluded_at_step = s.step) AS n_excluded
+    CASE WHEN s.step = 1 THEN any_value(qp.n)
+         ELSE count(e.patient_id) FILTER (WHERE e.excluded_at_step = s.step) END AS n_excluded
 FROM attrition_step AS s
+CROSS JOIN quarantined_patient AS qp
 LEFT JOIN cohort.eligibility AS e ON true
 GROUP BY s.step, s.description
 ORDER BY s.step;
@@ -28,4 +37,4 @@ COMMENT ON TABLE cohort.attrition IS 'Cohort attrition in the SAP order: patient
 COMMENT ON COLUMN cohort.attrition.step IS 'SAP attrition step, 1 to 5, in the order they are applied.';
 COMMENT ON COLUMN cohort.attrition.description IS 'The step''s criterion, in words.';
 COMMENT ON COLUMN cohort.attrition.n_remaining IS 'Patients remaining after the step.';
-COMMENT ON COLUMN cohort.attrition.n_excluded IS 'Patients excluded at this step (the first step they fail).';
+COMMENT ON COLUMN cohort.attrition.n_excluded IS 'Patients excluded at this step (the first step they fail); at step 1 the patient rows quarantined by the ingest.';

@@ -1,0 +1,39 @@
+"""The study pipeline: ingest every new delivery -> analyse -> publish the read-only snapshot."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.cache_policies import NO_CACHE
+
+from pipelines.ingest_flow import ingest_flow
+from vigil import warehouse
+from vigil.run import RunSummary, analyse, publish_snapshot
+
+
+@task(name="analyse", cache_policy=NO_CACHE)
+def analyse_task(db_path: Path, parameters: dict) -> RunSummary:
+    with warehouse.connect(db_path) as con:
+        summary = analyse(con, parameters, flow_run_id=str(runtime.flow_run.id or "") or None)
+    get_run_logger().info("run %d: %d patients in the cohort, %d first serious infections, %.0f person-years",
+                          summary.run_id, summary.cohort["cohort_size"],
+                          summary.cohort["events"]["first_serious"], summary.cohort["person_years"])
+    return summary
+
+
+# Copying a file can be repeated safely: the snapshot appears only by an atomic rename.
+@task(name="publish snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def publish_task(db_path: Path, run_id: int) -> Path:
+    snapshot = publish_snapshot(db_path, run_id)
+    get_run_logger().info("published %s", snapshot)
+    return snapshot
+
+
+@flow(name="study-pipeline")
+def study_pipeline(landing: list[Path], db_path: Path, today: date | None = None) -> dict:
+    outcomes = ingest_flow(landing, db_path, today)
+    summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path)})
+    snapshot = publish_task(db_path, summary.run_id)
+    return {"deliveries": outcomes, "run": summary, "snapshot": snapshot}

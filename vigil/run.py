@@ -1,0 +1,128 @@
+"""An analysis run: cohort, analysis datasets and results in one transaction, recorded in results.runs,
+then a checkpointed read-only snapshot of the warehouse for statisticians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from vigil import warehouse
+from vigil.contract import PROJECT_ROOT
+from vigil.sqlfiles import SQL_DIR, SqlFile, run_file
+
+SAP_VERSION = "1.0"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.0"
+SNAPSHOTS_KEPT = 5
+RUNS_SQL = SqlFile("results", "runs", SQL_DIR / "results" / "runs.sql")
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    cohort: dict
+    analyses: dict
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    snapshot: Path | None = None
+
+
+def code_version() -> str:
+    """git describe of the checkout when there is one (with -dirty for local changes), else the package version."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    from importlib.metadata import version
+
+    return version("vigil")
+
+
+def _current_deliveries(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    rows = con.execute("""
+        SELECT delivery_id, site_id, data_cut, created_at, file_hashes FROM audit.deliveries
+        WHERE status = 'accepted' ORDER BY site_id""").fetchall()
+    return [{"delivery_id": d, "site_id": s, "data_cut": str(c), "created_at": str(t), "file_hashes": dict(h)}
+            for d, s, c, t, h in rows]
+
+
+def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow_run_id: str | None = None) -> RunSummary:
+    """Build cohort, analysis datasets and every results table as run N+1, all or nothing."""
+    from vigil.analysis import run_analyses
+    from vigil.cohort import build_cohort
+
+    started_at = datetime.now(timezone.utc)
+    steps: dict[str, float] = {}
+    con.execute("CREATE SCHEMA IF NOT EXISTS results")
+    run_file(con, RUNS_SQL)
+    con.execute("BEGIN")
+    try:
+        (run_id,) = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM results.runs").fetchone()
+        t0 = time.perf_counter()
+        cohort = build_cohort(con, run_id)
+        steps["cohort"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        analyses = run_analyses(con, run_id)
+        steps["analyses"] = round(time.perf_counter() - t0, 3)
+        con.execute("""INSERT INTO results.runs VALUES ($run_id, $started, current_timestamp, 'completed',
+                       $code, $sap, $codelists, $parameters, $deliveries, $flow_run_id, $steps)""", {
+            "run_id": run_id, "started": started_at, "code": code_version(), "sap": SAP_VERSION,
+            "codelists": json.dumps(cohort.get("codelists"), default=str),
+            "parameters": json.dumps(parameters or {}, default=str),
+            "deliveries": json.dumps(_current_deliveries(con), default=str),
+            "flow_run_id": flow_run_id, "steps": json.dumps(steps)})
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    kept = con.execute("SELECT count(*) FROM results.runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    if kept != 1:
+        raise warehouse.LoadFailed(f"run {run_id}: the warehouse did not keep the results (commit lost)")
+    con.execute("CHECKPOINT")
+    return RunSummary(run_id, cohort, analyses, steps)
+
+
+def snapshot_dir(db_path: Path) -> Path:
+    return db_path.parent / "snapshots"
+
+
+def current_snapshot(db_path: Path) -> Path:
+    """The stable path statisticians open: a symlink to the newest published snapshot."""
+    return snapshot_dir(db_path) / "current.duckdb"
+
+
+def publish_snapshot(db_path: Path, run_id: int) -> Path:
+    """Copy the checkpointed warehouse to snapshots/vigil-run-<N>.duckdb and point current.duckdb at it.
+
+    The warehouse must be closed (so that everything is in the file, not the WAL). The copy is
+    written under a temporary name and renamed, and the link is replaced atomically, so a reader
+    sees the previous snapshot or the new one, never a partial file.
+    """
+    wal = db_path.with_name(db_path.name + ".wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise warehouse.LoadFailed(f"{db_path}: the write-ahead log is not empty; checkpoint before publishing")
+    target_dir = snapshot_dir(db_path)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"vigil-run-{run_id:06d}.duckdb"
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(db_path, partial)
+    with partial.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, target)
+    link = current_snapshot(db_path)
+    tmp_link = link.with_suffix(".link-tmp")
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(target.name)
+    os.replace(tmp_link, link)
+    for old in sorted(target_dir.glob("vigil-run-*.duckdb"))[:-SNAPSHOTS_KEPT]:
+        old.unlink()
+    return target
