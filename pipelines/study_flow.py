@@ -32,8 +32,13 @@ def publish_task(db_path: Path, run_id: int) -> Path:
 
 
 @flow(name="study-pipeline")
-def study_pipeline(landing: list[Path], db_path: Path, today: date | None = None) -> dict:
+def study_pipeline(landing: list[Path], db_path: Path, only_if_new: bool = False,
+                   today: date | None = None) -> dict:
+    """only_if_new: skip the analyses when no delivery was accepted (the landing-folder watch)."""
     outcomes = ingest_flow(landing, db_path, today)
+    if only_if_new and not any(o.status == "accepted" for o in outcomes):
+        get_run_logger().info("no new or corrected delivery: nothing to analyse")
+        return {"deliveries": outcomes, "run": None, "snapshot": None}
     summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path)})
     snapshot = publish_task(db_path, summary.run_id)
     return {"deliveries": outcomes, "run": summary, "snapshot": snapshot}
