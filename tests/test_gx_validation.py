@@ -357,3 +357,12 @@ def test_importing_the_module_does_not_import_gx():
 
     code = "import sys, vigil.gx_validation; sys.exit('great_expectations' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_data_docs_carry_no_context_id(tmp_path):
+    from vigil.gx_validation import _strip_context_id
+
+    page = tmp_path / "index.html"
+    page.write_text('<img src="https://x/logo-long.png?d=20261125T1&dataContextId=de47ec67-8787-4387">')
+    _strip_context_id(tmp_path)
+    assert page.read_text() == '<img src="https://x/logo-long.png">'

@@ -47,6 +47,7 @@ Facts of GX 1.24 (pandas engine) this relies on, read in the installed source:
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
@@ -427,4 +428,17 @@ def validate_delivery(gx_dir: Path, delivery_label: str, frames: dict[str, "pd.D
     context.build_data_docs(site_names=[DATA_DOCS_SITE], resource_identifiers=docs_resources)
     (site,) = context.get_docs_sites_urls(site_name=DATA_DOCS_SITE)
     index = Path(unquote(urlparse(site["site_url"]).path))
+    _strip_context_id(index.parent)
     return DeliveryValidation(delivery_label, run_time.isoformat(), tables, index)
+
+
+_TRACKING_QUERY = re.compile(r"(logo-long\.png)\?[^\"' ]*dataContextId=[0-9a-fA-F-]+")
+
+
+def _strip_context_id(site_dir: Path) -> None:
+    """GX's Data Docs load their logo with this context's id in the URL; a person opening the
+    pages on a networked machine would send it out. Drop the query string."""
+    for page in site_dir.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if "dataContextId=" in text:
+            page.write_text(_TRACKING_QUERY.sub(r"\1", text), encoding="utf-8")
