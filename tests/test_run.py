@@ -1,0 +1,72 @@
+"""Analysis runs are all or nothing, numbered, traceable; snapshots are published atomically."""
+
+import duckdb
+import pytest
+from helpers import valid_rows, write_delivery
+
+from vigil import run as run_module
+from vigil import warehouse
+
+
+@pytest.fixture
+def loaded(tmp_path, ingest_folder, warehouse_con):
+    rows = valid_rows()
+    rows["patients"][0]["sex"] = "X"  # one quarantined patient, so attrition step 1 excludes somebody
+    ingest_folder(write_delivery(tmp_path / "in", rows))
+    ingest_folder(write_delivery(tmp_path / "in", site="SE02", rows=valid_rows("SE02")))
+    return warehouse_con, tmp_path / "wh" / "vigil.duckdb"
+
+
+def test_runs_are_numbered_and_record_what_made_them(loaded):
+    con, _ = loaded
+    first = run_module.analyse(con, {"why": "test"})
+    second = run_module.analyse(con)
+    assert (first.run_id, second.run_id) == (1, 2)
+    code, sap, deliveries, parameters = con.execute(
+        "SELECT code_version, sap_version, deliveries, parameters FROM results.runs WHERE run_id = 1").fetchone()
+    assert code and sap == "1.0" and '"why": "test"' in parameters
+    assert '"site_id": "DK01"' in deliveries and '"file_hashes"' in deliveries
+    assert con.execute("SELECT DISTINCT run_id FROM results.attrition ORDER BY 1").fetchall() == [(1,), (2,)]
+
+
+def test_a_failing_run_leaves_no_results(loaded, monkeypatch):
+    con, _ = loaded
+    run_module.analyse(con)
+
+    def broken(con, run_id):
+        raise RuntimeError("analysis failed")
+
+    monkeypatch.setattr("vigil.analysis.run_analyses", broken)
+    with pytest.raises(RuntimeError):
+        run_module.analyse(con)
+    assert con.execute("SELECT max(run_id) FROM results.runs").fetchone() == (1,)
+    assert con.execute("SELECT DISTINCT run_id FROM results.attrition").fetchall() == [(1,)]
+
+
+def test_snapshot_is_published_read_only_and_current_points_at_the_newest(loaded):
+    con, db = loaded
+    summary = run_module.analyse(con)
+    con.close()
+    snapshot = run_module.publish_snapshot(db, summary.run_id)
+    current = run_module.current_snapshot(db)
+    assert current.resolve() == snapshot.resolve()
+    reader = duckdb.connect(str(current), read_only=True)
+    assert reader.execute("SELECT max(run_id) FROM results.runs").fetchone() == (summary.run_id,)
+    # The analyst keeps the snapshot open; the pipeline still writes the warehouse and publishes again.
+    writer = warehouse.connect(db)
+    second = run_module.analyse(writer)
+    writer.close()
+    run_module.publish_snapshot(db, second.run_id)
+    assert reader.execute("SELECT max(run_id) FROM results.runs").fetchone() == (summary.run_id,)
+    reader.close()
+    with duckdb.connect(str(current), read_only=True) as fresh:
+        assert fresh.execute("SELECT max(run_id) FROM results.runs").fetchone() == (second.run_id,)
+
+
+def test_only_the_last_snapshots_are_kept(loaded):
+    con, db = loaded
+    con.close()
+    for run_id in range(1, run_module.SNAPSHOTS_KEPT + 3):
+        run_module.publish_snapshot(db, run_id)
+    kept = sorted(p.name for p in run_module.snapshot_dir(db).glob("vigil-run-*.duckdb"))
+    assert len(kept) == run_module.SNAPSHOTS_KEPT and kept[-1] == f"vigil-run-{run_module.SNAPSHOTS_KEPT + 2:06d}.duckdb"
