@@ -139,14 +139,17 @@ def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Con
 
 def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
     """Temp table frame_<table>: the validation frame described in vigil.rules."""
-    _q(con, f"""CREATE OR REPLACE TEMP TABLE ctx_patients AS
-        SELECT patient_id AS patient__patient_id,
-               {typed_expression(contract, 'int', 'birth_year')} AS patient__birth_year
-        FROM {_temp('patients')} WHERE patient_id IS NOT NULL""")
-    _q(con, f"""CREATE OR REPLACE TEMP TABLE ctx_follow_up AS
-        SELECT patient_id AS follow_up__patient_id,
-               max({typed_expression(contract, 'date', 'death_date')}) AS patient__death_date
-        FROM {_temp('follow_up')} WHERE patient_id IS NOT NULL GROUP BY patient_id""")
+    # Context (contract `context:`): per patient, values from another table of the delivery.
+    # max() because a duplicated follow_up row must not multiply rows (those rows are quarantined).
+    sources: dict[str, list[tuple[str, str]]] = {}
+    for name, spec in contract.context.items():
+        sources.setdefault(spec["from"], []).append((name, spec["column"]))
+    for source, columns in sources.items():
+        table = contract.tables[source]
+        select = ", ".join(f"max({typed_expression(contract, table.column(c).type, c)}) AS {name}"
+                           for name, c in columns)
+        _q(con, f"CREATE OR REPLACE TEMP TABLE ctx_{source} AS SELECT patient_id AS ctx_key, {select} "
+                f"FROM {_temp(source)} WHERE patient_id IS NOT NULL GROUP BY patient_id")
     for table in contract.tables.values():
         select = ["t._row"]
         for c in table.columns:
@@ -158,13 +161,11 @@ def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
         for c in year_columns(table):
             select.append(f"year({typed_expression(contract, table.column(c).type, 't.' + c)}) AS {c}__year")
         joins = []
-        context = table.context_columns
-        if any(c in ("patient__patient_id", "patient__birth_year") for c in context):
-            select += [f"p.{c}" for c in context if c in ("patient__patient_id", "patient__birth_year")]
-            joins.append("LEFT JOIN ctx_patients p ON p.patient__patient_id = t.patient_id")
-        if any(c in ("patient__death_date", "follow_up__patient_id") for c in context):
-            select += [f"f.{c}" for c in context if c in ("patient__death_date", "follow_up__patient_id")]
-            joins.append("LEFT JOIN ctx_follow_up f ON f.follow_up__patient_id = t.patient_id")
+        for source, columns in sources.items():
+            used = [name for name, _ in columns if name in table.context_columns]
+            if used:
+                select += [f"ctx_{source}.{name}" for name in used]
+                joins.append(f"LEFT JOIN ctx_{source} ON ctx_{source}.ctx_key = t.patient_id")
         _q(con, f"CREATE OR REPLACE TEMP TABLE frame_{table.name} AS "
                 f"SELECT {', '.join(select)} FROM {_temp(table.name)} t {' '.join(joins)} ORDER BY t._row")
 
