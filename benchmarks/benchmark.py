@@ -34,10 +34,13 @@ def stage_ingest(landing: Path, db: Path) -> dict:
 
     con = warehouse.connect(db)
     warehouse.create_layout(con)
-    statuses = []
+    statuses, steps = [], {}
     for folder in delivery_order(find_deliveries([landing], load_contract())):
-        statuses.append(ingest_delivery(con, folder, warehouse.gx_dir_for(db)).status)
-    return {"statuses": statuses}
+        outcome = ingest_delivery(con, folder, warehouse.gx_dir_for(db))
+        statuses.append(outcome.status)
+        for step, seconds in outcome.seconds.items():
+            steps[step] = round(steps.get(step, 0) + seconds, 2)
+    return {"statuses": statuses, "step_seconds": steps}
 
 
 def stage_analyse(db: Path) -> dict:

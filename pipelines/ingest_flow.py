@@ -35,8 +35,8 @@ def ingest_delivery_task(folder: Path, db_path: Path, today: date | None) -> Loa
     if outcome.status == "accepted":
         received = sum(t.received for t in outcome.tables.values())
         quarantined = sum(t.quarantined for t in outcome.tables.values())
-        logger.info("%s accepted as delivery %s: %d rows received, %d quarantined",
-                    folder.name, outcome.delivery_id, received, quarantined)
+        logger.info("%s accepted as delivery %s: %d rows received, %d quarantined; seconds per step %s",
+                    folder.name, outcome.delivery_id, received, quarantined, outcome.seconds)
     elif outcome.status == "refused":
         logger.warning("%s refused: %s", folder.name, outcome.message)
     else:

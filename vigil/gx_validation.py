@@ -52,6 +52,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -376,7 +377,7 @@ def _table_validation(contract: Contract, table_name: str, result) -> TableValid
                            counts, checks, result_dict)
 
 
-def validate_delivery(gx_dir: Path, delivery_label: str, frames: dict[str, "pd.DataFrame"],
+def validate_delivery(gx_dir: Path, delivery_label: str, frames: Mapping[str, "pd.DataFrame"],
                       data_cut: date, expected_rows: dict[str, int] | None,
                       contract: Contract | None = None) -> DeliveryValidation:
     """Validate each table's validation frame against its suite, through one Checkpoint per

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -42,6 +44,7 @@ class LoadOutcome:
     tables: dict[str, TableCounts] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     current: bool = False  # became the site's current delivery in staging
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each load step
 
 
 def _q(con: duckdb.DuckDBPyConnection, sql: str, params=None):
@@ -325,6 +328,13 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
 
     contract = contract or load_contract()
     outcome = LoadOutcome(delivery.folder, "accepted", delivery.site_id, delivery.data_cut)
+    started = [time.perf_counter()]
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        outcome.seconds[step] = round(now - started[0], 2)
+        started[0] = now
+
     con.execute("BEGIN")
     try:
         for table in contract.tables.values():
@@ -332,11 +342,11 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         _refuse_foreign_or_duplicate_patients(con, delivery, contract)
         _build_frames(con, delivery, contract)
         sql_counts = _evaluate_rules(con, delivery, contract)
-        frames = {t: _q(con, f"SELECT * FROM frame_{t}").df() for t in contract.tables}
+        lap("read_and_rules")
         validation = gx_validation.validate_delivery(
-            gx_dir, delivery.label, frames, delivery.data_cut,
+            gx_dir, delivery.label, _FrameReader(con, contract), delivery.data_cut,
             {t: f.rows for t, f in delivery.files.items()})
-        del frames
+        lap("great_expectations")
         gx_counts = {r: n for tv in validation.tables.values() for r, n in tv.unexpected_counts.items()}
         disagreements = [f"{rule}: SQL {n}, GX {gx_counts.get(rule)}"
                          for rule, n in sql_counts.items() if gx_counts.get(rule) != n]
@@ -352,6 +362,7 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
                                                   "WHERE delivery_id = $id GROUP BY reason ORDER BY reason",
                                              {"id": outcome.delivery_id}).fetchall())
         con.execute("COMMIT")
+        lap("store_and_commit")
     except BaseException:
         con.execute("ROLLBACK")
         raise
@@ -361,7 +372,31 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
     if stuck != 1:
         raise LoadFailed(f"{delivery.folder}: the warehouse did not keep the load (commit lost)")
     con.execute("CHECKPOINT")
+    lap("checkpoint")
     return outcome
+
+
+class _FrameReader(Mapping):
+    """The validation frames, read from DuckDB one table at a time as GX asks for them (only the
+    columns its suite reads), so that a large delivery never holds every frame in memory."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, contract: Contract):
+        self.con, self.contract = con, contract
+
+    def __getitem__(self, table_name: str):
+        from vigil.gx_validation import suite_columns
+
+        columns = ", ".join(suite_columns(self.contract, table_name))
+        return _q(self.con, f"SELECT {columns} FROM frame_{table_name}").df()
+
+    def __contains__(self, table_name) -> bool:  # Mapping's default would read the frame
+        return table_name in self.contract.tables
+
+    def __iter__(self):
+        return iter(self.contract.tables)
+
+    def __len__(self) -> int:
+        return len(self.contract.tables)
 
 
 def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, today: date | None = None,
