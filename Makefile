@@ -29,7 +29,9 @@ demo: install
 test: install
 	$(VENV)/bin/python -m pytest
 
+# Regenerates the R reference (needs Debian's r-base-core and r-cran-survival); tests only read its output.
 reference: install
+	$(VENV)/bin/python tests/reference/make_datasets.py tests/reference/data
 	Rscript tests/reference/survival_reference.R tests/reference
 
 benchmark: install

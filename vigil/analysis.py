@@ -1,0 +1,306 @@
+"""SAP section 4 (A1-A5) on the analysis datasets, written to the results tables of a run.
+
+`run_analyses(con, run_id)` reads analysis.outcomes, analysis.all_serious, analysis.risk_windows
+and analysis.strata_levels (built by vigil.cohort.build_cohort) and appends run `run_id` to
+
+  results.incidence                    A1  rates with exact Poisson CIs, every outcome x stratum
+  results.risk_windows                 A2  rates by days since the most recent course start
+  results.cumulative_incidence         A3, A4  KM 1 - S and Aalen-Johansen at the SAP days
+  results.cumulative_incidence_curves  A3, A4  the whole step curves, for plotting
+  results.logrank                      A3  log-rank per stratum variable
+  results.cox                          A5  univariable and multivariable Cox, PH tests
+
+DuckDB does the counting (GROUP BY / GROUPING SETS over patients); Python loops only over
+strata, days and models, and vigil.survival computes the estimators from the counts. An estimate
+that cannot be computed is stored as SQL NULL with a note, never as NaN. Runs inside the
+caller's transaction: no BEGIN/COMMIT here. Methods: docs/analysis-methods.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from vigil import survival as sv
+from vigil.sqlfiles import SQL_DIR, SqlFile, run_file
+
+RESULT_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
+                 "logrank", "cox")
+RESULT_SQL = {name: SqlFile("results", name, SQL_DIR / "results" / f"{name}.sql") for name in RESULT_TABLES}
+
+FIRST_EVENT_OUTCOMES = ("first_serious", "first_opportunistic")
+INCIDENCE_OUTCOMES = ("first_serious", "all_serious", "first_opportunistic")
+STRATIFIERS = ("charlson", "prior_dmt", "prior_high_efficacy", "edss", "age_group", "sex", "site")
+MULTIVARIABLE = ("age_group", "sex", "charlson", "prior_dmt", "prior_high_efficacy", "edss")
+DAYS = (30, 180, 365, 730, 1095, 1825)
+RISK_WINDOWS = ("0-30", "31-90", "91-365", ">365")
+CURVE_OUTCOMES = FIRST_EVENT_OUTCOMES
+COX_OUTCOMES = FIRST_EVENT_OUTCOMES
+METHODS = ("kaplan_meier", "aalen_johansen")
+MISSING = "(missing)"   # a NULL stratum value, which the cohort SQL never produces
+
+
+def create_results_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS results")
+    for sql_file in RESULT_SQL.values():
+        run_file(con, sql_file)
+
+
+def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
+    """Compute SAP A1-A5 for every outcome and stratifier and append them to the results tables as
+    run `run_id`. Refuses a run_id that any of these tables already holds. Returns the rows written
+    per table and the seconds per step."""
+    if isinstance(run_id, bool) or not isinstance(run_id, int):
+        raise TypeError(f"run_id must be an integer, not {run_id!r}")
+    create_results_tables(con)
+    for table in RESULT_TABLES:
+        (n,) = con.execute(f"SELECT count(*) FROM results.{table} WHERE run_id = ?", [run_id]).fetchone()
+        if n:
+            raise ValueError(f"results.{table} already holds run {run_id}: a run's results are never overwritten")
+    levels = _strata_levels(con)
+    seconds: dict[str, float] = {}
+    frames: dict[str, pl.DataFrame] = {}
+
+    def step(name, fn, *args):
+        started = time.perf_counter()
+        out = fn(*args)
+        seconds[name] = round(time.perf_counter() - started, 3)
+        return out
+
+    frames["incidence"] = step("incidence", _incidence, con, levels)
+    frames["risk_windows"] = step("risk_windows", _risk_windows, con)
+    daily = step("daily_counts", _daily_counts, con)
+    frames["cumulative_incidence"], frames["cumulative_incidence_curves"] = step(
+        "cumulative_incidence", _cumulative_incidence, daily, levels)
+    frames["logrank"] = step("logrank", _logrank, daily, levels)
+    frames["cox"] = step("cox", _cox, con, daily, levels)
+
+    started = time.perf_counter()
+    rows = {}
+    for table, frame in frames.items():
+        rows[table] = _insert(con, table, frame.with_columns(pl.lit(run_id, dtype=pl.Int64).alias("run_id")))
+    seconds["insert"] = round(time.perf_counter() - started, 3)
+    return {"run_id": run_id, "rows": rows, "seconds": seconds}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _strata_levels(con) -> dict[str, list[str]]:
+    """Stratum variable -> its levels in SAP order (reference first), from analysis.strata_levels."""
+    levels: dict[str, list[str]] = {v: [] for v in STRATIFIERS}
+    for variable, level in con.execute(
+            "SELECT variable, level FROM analysis.strata_levels ORDER BY variable_order, level_order").fetchall():
+        levels.setdefault(variable, []).append(level)
+    return levels
+
+
+def _level_frame(levels: dict[str, list[str]]) -> pl.DataFrame:
+    rows = [("overall", "all", 1)] + [(v, lv, i + 1) for v in STRATIFIERS for i, lv in enumerate(levels[v])]
+    return pl.DataFrame(rows, schema={"stratifier": pl.Utf8, "stratum": pl.Utf8, "stratum_order": pl.Int32},
+                        orient="row")
+
+
+def _grouping_sets(prefix: str, suffix: str = "") -> tuple[str, str, str]:
+    """SELECT items naming stratifier and stratum, and the GROUPING SETS clause, for overall + each stratifier."""
+    stratifier = "CASE " + " ".join(f"WHEN GROUPING({v}) = 0 THEN '{v}'" for v in STRATIFIERS) + " ELSE 'overall' END"
+    stratum = ("CASE " + " ".join(f"WHEN GROUPING({v}) = 0 THEN coalesce(CAST({v} AS VARCHAR), '{MISSING}')"
+                                  for v in STRATIFIERS) + " ELSE 'all' END")
+    keys = [k for k in (prefix, suffix) if k]
+    sets = ", ".join(["(" + ", ".join(keys) + ")"] + ["(" + ", ".join([prefix, v] + ([suffix] if suffix else [])) + ")"
+                                                       for v in STRATIFIERS])
+    return stratifier, stratum, f"GROUPING SETS ({sets})"
+
+
+def _frame(con, query: str, params: dict | None = None) -> pl.DataFrame:
+    return con.sql(query, params=params).pl()
+
+
+def _insert(con, table: str, frame: pl.DataFrame) -> int:
+    """Append the frame to results.<table> by column name; NaN and infinities become NULL."""
+    floats = [c for c, t in frame.schema.items() if t in (pl.Float64, pl.Float32)]
+    frame = frame.with_columns([pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
+                                for c in floats])
+    arrow = frame.to_arrow()
+    con.register("_vigil_results_frame", arrow)
+    try:
+        con.execute(f"INSERT INTO results.{table} BY NAME SELECT * FROM _vigil_results_frame")
+    finally:
+        con.unregister("_vigil_results_frame")
+    return frame.height
+
+
+def _rates(frame: pl.DataFrame, events: str = "n_events", person_years: str = "person_years") -> pl.DataFrame:
+    k = frame[events].to_numpy().astype(float)
+    py = frame[person_years].to_numpy().astype(float)
+    lower, upper = sv.poisson_ci(k, py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(py > 0, 1000 * k / py, np.nan)
+    return frame.with_columns(rate_per_1000py=pl.Series(rate), ci_lower=pl.Series(1000 * lower),
+                              ci_upper=pl.Series(1000 * upper),
+                              note=pl.when(pl.col(person_years) > 0).then(None)
+                              .otherwise(pl.lit("no person-time: rate not estimable")))
+
+
+# ------------------------------------------------------------------------------------ A1, A2
+
+def _incidence(con, levels) -> pl.DataFrame:
+    strata = ", ".join(STRATIFIERS)
+    stratifier, stratum, grouping = _grouping_sets("outcome")
+    counts = _frame(con, f"""
+        WITH o AS (
+            SELECT outcome, CAST(status = 1 AS BIGINT) AS events, t, {strata} FROM analysis.outcomes
+            UNION ALL
+            SELECT 'all_serious' AS outcome, CAST(n_events AS BIGINT) AS events, t, {strata} FROM analysis.all_serious
+        )
+        SELECT outcome, {stratifier} AS stratifier, {stratum} AS stratum,
+               count(*) AS n_patients, sum(events) AS n_events, sum(t) AS days
+        FROM o
+        GROUP BY {grouping}""")
+    grid = pl.DataFrame({"outcome": list(INCIDENCE_OUTCOMES)}).join(_level_frame(levels), how="cross")
+    frame = grid.join(counts, on=["outcome", "stratifier", "stratum"], how="full", coalesce=True)
+    frame = frame.with_columns(
+        pl.col("stratum_order").fill_null(99),
+        pl.col("n_patients").fill_null(0).cast(pl.Int64),
+        pl.col("n_events").fill_null(0).cast(pl.Int64),
+        (pl.col("days").fill_null(0).cast(pl.Float64) / 365.25).alias("person_years"))
+    frame = _rates(frame)
+    frame = frame.with_columns(
+        pl.when(pl.col("n_patients") == 0).then(pl.lit("no patients in the stratum: rate not estimable"))
+        .when(pl.col("stratum_order") == 99).then(pl.lit("level not in analysis.strata_levels"))
+        .otherwise(pl.col("note")).alias("note"))
+    order = {o: i for i, o in enumerate(INCIDENCE_OUTCOMES)}
+    strat_order = {s: i for i, s in enumerate(("overall",) + STRATIFIERS)}
+    return (frame.with_columns(pl.col("outcome").replace_strict(order, default=99).alias("_o"),
+                               pl.col("stratifier").replace_strict(strat_order, default=99).alias("_s"))
+            .sort("_o", "_s", "stratum_order", "stratum").drop("_o", "_s", "days"))
+
+
+def _risk_windows(con) -> pl.DataFrame:
+    counts = _frame(con, """
+        SELECT risk_window AS "window", min(window_order) AS window_order,
+               count(DISTINCT patient_id) AS n_patients, sum(n_events) AS n_events, sum(days) AS days
+        FROM analysis.risk_windows
+        GROUP BY risk_window""")
+    grid = pl.DataFrame({"window": list(RISK_WINDOWS),
+                         "_order": pl.Series(range(1, len(RISK_WINDOWS) + 1), dtype=pl.Int32)})
+    frame = grid.join(counts, on="window", how="left").with_columns(
+        pl.coalesce("window_order", "_order").cast(pl.Int32).alias("window_order"),
+        pl.col("n_patients").fill_null(0).cast(pl.Int64),
+        pl.col("n_events").fill_null(0).cast(pl.Int64),
+        (pl.col("days").fill_null(0).cast(pl.Float64) / 365.25).alias("person_years"))
+    return _rates(frame).drop("_order", "days").sort("window_order")
+
+
+# ------------------------------------------------------------------------------------ A3, A4
+
+def _daily_counts(con) -> pl.DataFrame:
+    """Per outcome, stratifier, stratum and distinct t: events, deaths without the event, censored."""
+    stratifier, stratum, grouping = _grouping_sets("outcome", "t")
+    return _frame(con, f"""
+        SELECT outcome, {stratifier} AS stratifier, {stratum} AS stratum, t,
+               count(*) FILTER (WHERE status = 1) AS n_events,
+               count(*) FILTER (WHERE status = 2) AS n_competing,
+               count(*) FILTER (WHERE status NOT IN (1, 2)) AS n_censored
+        FROM analysis.outcomes
+        GROUP BY {grouping}
+        ORDER BY outcome, stratifier, stratum, t""")
+
+
+def _cumulative_incidence(daily: pl.DataFrame, levels) -> tuple[pl.DataFrame, pl.DataFrame]:
+    level_frame = _level_frame(levels)
+    groups = {key: g for key, g in daily.partition_by(["outcome", "stratifier", "stratum"], as_dict=True).items()}
+    day_parts, curve_parts = [], []
+    days = np.asarray(DAYS)
+    for outcome in CURVE_OUTCOMES:
+        for stratifier, stratum, order in level_frame.iter_rows():
+            g = groups.get((outcome, stratifier, stratum))
+            for method in METHODS:
+                if g is None:
+                    at = sv.at_days(sv.kaplan_meier([], [], []), days)
+                    n_patients = 0
+                else:
+                    t = g["t"].to_numpy()
+                    d1, d2, c = (g[col].to_numpy().astype(float) for col in ("n_events", "n_competing", "n_censored"))
+                    curve = (sv.kaplan_meier(t, d1, d2 + c) if method == "kaplan_meier"
+                             else sv.aalen_johansen(t, d1, d2, c))
+                    at = sv.at_days(curve, days)
+                    n_patients = curve.n_patients
+                    curve_parts.append(pl.DataFrame({
+                        "method": method, "outcome": outcome, "stratifier": stratifier, "stratum": stratum,
+                        "time": np.concatenate(([0], t)).astype(np.int32),
+                        "estimate": np.concatenate(([0.0], curve.estimate)),
+                        "ci_lower": np.concatenate(([np.nan], curve.ci_lower)),
+                        "ci_upper": np.concatenate(([np.nan], curve.ci_upper)),
+                        "std_err": np.concatenate(([0.0], curve.std_err)),
+                        "n_at_risk": np.concatenate(([curve.n_at_risk[0]], curve.n_at_risk)).astype(np.int64),
+                        "n_events": np.concatenate(([0], curve.n_events)).astype(np.int64),
+                        "n_competing": np.concatenate(([0], curve.n_competing)).astype(np.int64),
+                        "n_censored": np.concatenate(([0], curve.n_censored)).astype(np.int64),
+                    }))
+                day_parts.append(pl.DataFrame({
+                    "method": method, "outcome": outcome, "stratifier": stratifier, "stratum": stratum,
+                    "stratum_order": pl.Series([order] * len(days), dtype=pl.Int32),
+                    "day": days.astype(np.int32), "estimate": at.estimate, "ci_lower": at.ci_lower,
+                    "ci_upper": at.ci_upper, "std_err": at.std_err, "n_at_risk": at.n_at_risk.astype(np.int64),
+                    "n_patients": np.full(len(days), n_patients, dtype=np.int64),
+                    "cumulative_events": at.cumulative_events.astype(np.int64),
+                    "note": pl.Series(at.note, dtype=pl.Utf8)}))
+    return pl.concat(day_parts), pl.concat(curve_parts) if curve_parts else pl.DataFrame()
+
+
+def _logrank(daily: pl.DataFrame, levels) -> pl.DataFrame:
+    rows = []
+    for outcome in FIRST_EVENT_OUTCOMES:
+        for stratifier in STRATIFIERS:
+            g = daily.filter((pl.col("outcome") == outcome) & (pl.col("stratifier") == stratifier))
+            d = g["n_events"].to_numpy().astype(float)
+            c = (g["n_competing"] + g["n_censored"]).to_numpy().astype(float)
+            result = sv.logrank(g["stratum"].to_numpy(), g["t"].to_numpy(), d, c)
+            rows.append({"outcome": outcome, "stratifier": stratifier, "chisq": result.chisq,
+                         "df": result.df if result.note is None else None, "p_value": result.p_value,
+                         "n_levels": g["stratum"].n_unique(), "n_patients": int(d.sum() + c.sum()),
+                         "n_events": int(d.sum()), "note": result.note})
+    return pl.DataFrame(rows, schema={"outcome": pl.Utf8, "stratifier": pl.Utf8, "chisq": pl.Float64,
+                                      "df": pl.Int32, "p_value": pl.Float64, "n_levels": pl.Int32,
+                                      "n_patients": pl.Int64, "n_events": pl.Int64, "note": pl.Utf8})
+
+
+# ------------------------------------------------------------------------------------ A5
+
+def _cox(con, daily: pl.DataFrame, levels) -> pl.DataFrame:
+    rows = []
+    for outcome in COX_OUTCOMES:
+        for stratifier in STRATIFIERS:
+            counts = (daily.filter((pl.col("outcome") == outcome) & (pl.col("stratifier") == stratifier))
+                      .select("t", pl.col("stratum").alias(stratifier), "n_events",
+                              (pl.col("n_events") + pl.col("n_competing") + pl.col("n_censored")).alias("n_leaving")))
+            rows += _cox_rows(outcome, "univariable", [stratifier], counts, levels)
+        variables = ", ".join(MULTIVARIABLE)
+        counts = _frame(con, f"""
+            SELECT t, {variables}, count(*) FILTER (WHERE status = 1) AS n_events, count(*) AS n_leaving
+            FROM analysis.outcomes WHERE outcome = $outcome
+            GROUP BY ALL""", {"outcome": outcome})
+        rows += _cox_rows(outcome, "multivariable", list(MULTIVARIABLE), counts, levels)
+    return pl.DataFrame(rows, schema={
+        "outcome": pl.Utf8, "model": pl.Utf8, "covariates": pl.Utf8, "variable": pl.Utf8, "level": pl.Utf8,
+        "reference_level": pl.Utf8, "level_order": pl.Int32, "coef": pl.Float64, "se": pl.Float64,
+        "hr": pl.Float64, "ci_lower": pl.Float64, "ci_upper": pl.Float64, "p_value": pl.Float64,
+        "ph_chisq": pl.Float64, "ph_df": pl.Int32, "ph_p_value": pl.Float64, "n_patients": pl.Int64,
+        "n_events": pl.Int64, "note": pl.Utf8})
+
+
+def _cox_rows(outcome: str, model: str, variables: list[str], counts: pl.DataFrame, levels) -> Iterable[dict]:
+    for row in sv.cox_model(counts, variables, levels):
+        is_global = row.variable == "GLOBAL"
+        yield {
+            "outcome": outcome, "model": model, "covariates": ", ".join(variables), "variable": row.variable,
+            "level": row.level, "reference_level": None if is_global else levels[row.variable][0],
+            "level_order": None if is_global else levels[row.variable].index(row.level) + 1,
+            "coef": row.coef, "se": row.se, "hr": row.hr, "ci_lower": row.ci_lower, "ci_upper": row.ci_upper,
+            "p_value": row.p_value, "ph_chisq": row.ph_chisq, "ph_df": row.ph_df, "ph_p_value": row.ph_p_value,
+            "n_patients": row.n_patients, "n_events": row.n_events, "note": row.note,
+        }

@@ -1,0 +1,602 @@
+"""Estimators of SAP section 4 (A1, A3-A5) as plain functions over numpy arrays.
+
+Every function takes counts that DuckDB has already aggregated (per distinct day, per stratum,
+per covariate pattern), never one row per patient, and returns numpy arrays in which an
+undefined value is NaN; vigil.analysis turns NaN into SQL NULL. The methods, their variances
+and how each was checked against R's survival package are in docs/analysis-methods.md; the
+tests compare every quantity with committed R output at 1e-6.
+
+  poisson_ci            exact Poisson CI from chi-square quantiles (A1, A2)
+  kaplan_meier          1 - S with Greenwood variance and log(-log) CI = survfit(conf.type="log-log") (A3)
+  aalen_johansen        cumulative incidence with a competing event, exact on tied days, infinitesimal
+                        jackknife variance and log CI = survfit multi-state (A4)
+  at_days               read a step curve at given days (summary.survfit(times=, extend=FALSE))
+  logrank               lifelines multivariate_logrank_test on the counts = survdiff (A3)
+  cox_fit               Cox PH, Efron ties, Newton-Raphson on the exact partial likelihood over covariate
+                        patterns, Wald CI and p = coxph(ties="efron") = lifelines CoxPHFitter (A5)
+  cox_zph               score test of proportional hazards per term and global = cox.zph(transform="km") (A5)
+  cox_model             a SAP model (treatment contrasts, reference levels, empty levels) -> rows
+  lifelines_cox         the same model by lifelines' CoxPHFitter, for checks
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+Z95 = float(stats.norm.ppf(0.975))
+
+
+# ------------------------------------------------------------------------------------ A1, A2
+
+def poisson_ci(k, person_years, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Garwood) CI of a Poisson rate per person-year: lower = chi2(a/2; 2k)/2/PY (0 when k = 0),
+    upper = chi2(1 - a/2; 2k + 2)/2/PY. NaN where person_years <= 0."""
+    k = np.asarray(k, dtype=float)
+    py = np.asarray(person_years, dtype=float)
+    alpha = 1 - level
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lower = np.where(k > 0, stats.chi2.ppf(alpha / 2, 2 * k) / 2, 0.0) / py
+        upper = stats.chi2.ppf(1 - alpha / 2, 2 * k + 2) / 2 / py
+    bad = ~(py > 0)
+    return np.where(bad, np.nan, lower), np.where(bad, np.nan, upper)
+
+
+# ------------------------------------------------------------------------------------ A3, A4
+
+@dataclass
+class Curve:
+    """A step curve at the distinct times of a stratum (every time someone leaves follow-up, as in
+    R's survfit). estimate is the cumulative incidence (KM: 1 - S; AJ: P(event by t))."""
+    time: np.ndarray
+    n_at_risk: np.ndarray
+    n_events: np.ndarray
+    n_competing: np.ndarray
+    n_censored: np.ndarray
+    estimate: np.ndarray
+    std_err: np.ndarray   # KM: of -log S (R's survfit std.err); AJ: of the estimate itself
+    ci_lower: np.ndarray
+    ci_upper: np.ndarray
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.n_at_risk[0]) if len(self.time) else 0
+
+
+def _at_risk(n_events, n_competing, n_censored):
+    leaving = np.asarray(n_events, float) + np.asarray(n_competing, float) + np.asarray(n_censored, float)
+    return leaving[::-1].cumsum()[::-1]
+
+
+def kaplan_meier(time, n_events, n_censored, level: float = 0.95) -> Curve:
+    """Kaplan-Meier 1 - S from per-time counts (time sorted, distinct; n_censored = every other exit,
+    deaths included). Greenwood variance of log S; CI on the log(-log S) scale as survfit's
+    conf.type = "log-log": undefined (NaN) where S is 0 or 1."""
+    time = np.asarray(time)
+    d = np.asarray(n_events, float)
+    c = np.asarray(n_censored, float)
+    n = _at_risk(d, 0, c)
+    surv = np.cumprod(1 - d / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        greenwood = np.cumsum(np.where(d > 0, d / (n * (n - d)), 0.0))
+        std_err = np.sqrt(greenwood)
+        z = stats.norm.ppf(1 - (1 - level) / 2)
+        ok = (surv > 0) & (surv < 1) & np.isfinite(std_err)
+        s = np.where(ok, surv, 0.5)
+        loglog = np.log(-np.log(s))
+        half = z * std_err / np.log(s)
+        lower_s = np.exp(-np.exp(loglog - half))   # R: temp1 = lower of S
+        upper_s = np.exp(-np.exp(loglog + half))
+    return Curve(time, n, d, np.zeros_like(d), c, 1 - surv, std_err,
+                 np.where(ok, 1 - upper_s, np.nan), np.where(ok, 1 - lower_s, np.nan))
+
+
+def aalen_johansen(time, n_events, n_competing, n_censored, level: float = 0.95) -> Curve:
+    """Aalen-Johansen cumulative incidence of the event with a competing event, exact on tied times:
+    F(t) = sum_{s <= t} S(s-) d1(s)/n(s), S the all-cause Kaplan-Meier.
+
+    Variance: the infinitesimal jackknife, sum over patients of the squared derivative of F(t) with
+    respect to the patient's case weight, which is what survfit uses for multi-state curves (it has
+    no other). Patients leaving at the same time with the same status have the same derivative, so
+    the sum runs over (time, status) cells. A patient still at risk after t_j has derivative B_j
+    (recursion below); one leaving at t_m has b_m + a_m (F_j - F_m)/S_m at t_j >= t_m, so
+    Var F_j = N(>t_j) B_j^2 + sum_{m<=j} sum_s c_ms (u_ms + F_j v_ms)^2 with u = b - a F_m/S_m,
+    v = a/S_m: three cumulative sums, O(times).
+    CI as survfit's default for multi-state curves (conf.type = "log" on the probability itself):
+    F exp(-+ z se/F), upper capped at 1; undefined (NaN) where F = 0.
+    """
+    time = np.asarray(time)
+    d1 = np.asarray(n_events, float)
+    d2 = np.asarray(n_competing, float)
+    c = np.asarray(n_censored, float)
+    n = _at_risk(d1, d2, c)
+    h1, h = d1 / n, (d1 + d2) / n
+    surv = np.cumprod(1 - h)
+    surv_before = np.concatenate(([1.0], surv[:-1]))
+    cif = np.cumsum(surv_before * h1)
+
+    # A_j, B_j: derivatives of S_j and F_j for a patient still at risk after t_j. Linear recursions
+    # A_j = A_{j-1}(1 - h_j) + S_{j-1} h_j/n_j and B_j = B_{j-1} + h1_j A_{j-1} - S_{j-1} h1_j/n_j.
+    # Closed form of the A recursion: A_j / S_j = A_{j-1} / S_{j-1} + h_j / (n_j (1 - h_j)) while S_j > 0.
+    size = len(time)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(h < 1, h / (n * (1 - h)), 0.0)
+    a_path = surv * np.cumsum(step)
+    # at a time where h = 1 everyone left: S_j = 0 and A_j = S_{j-1} h_j/n_j + A_{j-1} * 0
+    last = h >= 1
+    if last.any():
+        a_path = np.where(last, surv_before * h / n, a_path)
+    a_before = np.concatenate(([0.0], a_path[:-1]))
+    b_path = np.cumsum(h1 * a_before - surv_before * h1 / n)
+    b_before = np.concatenate(([0.0], b_path[:-1]))
+
+    # leaving at t_m with status s: a_m(s), b_m(s)
+    total_u2 = np.zeros(size)
+    total_uv = np.zeros(size)
+    total_v2 = np.zeros(size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_s = np.where(surv > 0, 1 / surv, 0.0)
+    for count, any_event, is_event in ((d1, 1.0, 1.0), (d2, 1.0, 0.0), (c, 0.0, 0.0)):
+        a_m = a_before * (1 - h) - surv_before * (any_event - h) / n
+        b_m = b_before + h1 * a_before + surv_before * (is_event - h1) / n
+        u = b_m - a_m * cif * inv_s
+        v = a_m * inv_s
+        total_u2 += count * u * u
+        total_uv += count * u * v
+        total_v2 += count * v * v
+    still_at_risk = n - (d1 + d2 + c)
+    variance = (still_at_risk * b_path ** 2 + np.cumsum(total_u2) + 2 * cif * np.cumsum(total_uv)
+                + cif ** 2 * np.cumsum(total_v2))
+    std_err = np.sqrt(np.maximum(variance, 0.0))
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(std_err == 0, 0.0, std_err / cif)
+        lower = np.where(cif > 0, cif * np.exp(-z * rel), np.nan)
+        upper = np.where(cif > 0, np.minimum(cif * np.exp(z * rel), 1.0), np.nan)
+    return Curve(time, n, d1, d2, c, cif, std_err, lower, upper)
+
+
+@dataclass
+class AtDays:
+    day: np.ndarray
+    estimate: np.ndarray
+    ci_lower: np.ndarray
+    ci_upper: np.ndarray
+    std_err: np.ndarray
+    n_at_risk: np.ndarray
+    cumulative_events: np.ndarray
+    note: list
+
+
+def at_days(curve: Curve, days) -> AtDays:
+    """The curve at each day as summary.survfit(times = days, extend = FALSE): the last step at or
+    before the day; n_at_risk = patients with t >= day. A day before the first time has estimate 0;
+    a day after the last time has no estimate (NaN; R leaves the row out)."""
+    days = np.asarray(days)
+    if len(curve.time) == 0:
+        nan = np.full(len(days), np.nan)
+        return AtDays(days, nan, nan, nan, nan, np.zeros(len(days), int), np.zeros(len(days), int),
+                      ["no patients in the stratum"] * len(days))
+    idx = np.searchsorted(curve.time, days, side="right") - 1
+    after = np.searchsorted(curve.time, days, side="left")   # first time >= day
+    leaving = curve.n_events + curve.n_competing + curve.n_censored
+    total = curve.n_at_risk[0]
+    n_at_risk = np.where(after < len(curve.time), total - np.concatenate(([0.0], np.cumsum(leaving)))[after], 0)
+    before_first = idx < 0
+    beyond = days > curve.time[-1]
+    safe = np.maximum(idx, 0)
+    estimate = np.where(before_first, 0.0, curve.estimate[safe])
+    estimate = np.where(beyond, np.nan, estimate)
+    ci_lower = np.where(before_first | beyond, np.nan, curve.ci_lower[safe])
+    ci_upper = np.where(before_first | beyond, np.nan, curve.ci_upper[safe])
+    std_err = np.where(before_first, 0.0, np.where(beyond, np.nan, curve.std_err[safe]))
+    cumulative = np.where(before_first, 0, np.cumsum(curve.n_events)[safe])
+    notes = []
+    for b, e, lo in zip(beyond, estimate, ci_lower):
+        if b:
+            notes.append("day after the last follow-up time of the stratum: not estimable")
+        elif e == 0:
+            notes.append("no event by this day: confidence interval undefined")
+        elif np.isnan(lo):
+            notes.append("every patient at risk had the event: confidence interval undefined")
+        else:
+            notes.append(None)
+    return AtDays(days, estimate, ci_lower, ci_upper, std_err, n_at_risk.astype(int),
+                  cumulative.astype(int), notes)
+
+
+# ------------------------------------------------------------------------------------ log-rank
+
+@dataclass
+class LogRank:
+    chisq: float
+    df: int
+    p_value: float
+    note: str | None = None
+
+
+def logrank(group, time, n_events, n_censored) -> LogRank:
+    """Log-rank test across groups from per (group, time) counts, by lifelines'
+    multivariate_logrank_test with the counts as weights (weights enter its at-risk and event
+    counts, so this is the test on the patient rows). df as R's survdiff: groups with expected > 0,
+    minus 1 (lifelines counts every group; its chi-square uses a pseudo-inverse and does not change)."""
+    from lifelines.statistics import multivariate_logrank_test
+
+    group = np.asarray(group)
+    time = np.asarray(time, float)
+    d = np.asarray(n_events, float)
+    c = np.asarray(n_censored, float)
+    present = np.unique(group[(d + c) > 0])
+    if len(present) < 2:
+        return LogRank(np.nan, 0, np.nan, "fewer than two levels with patients: no test")
+    if d.sum() == 0:
+        return LogRank(np.nan, len(present) - 1, np.nan, "no events: no test")
+    # expected > 0 in a group iff one of its patients is at risk at an event time
+    first_event = time[d > 0].min()
+    df = len(np.unique(group[((d + c) > 0) & (time >= first_event)])) - 1
+    if df < 1:
+        return LogRank(np.nan, 0, np.nan, "fewer than two levels at risk at an event time: no test")
+    durations = np.concatenate([time[d > 0], time[c > 0]])
+    observed = np.concatenate([np.ones(int((d > 0).sum())), np.zeros(int((c > 0).sum()))])
+    weights = np.concatenate([d[d > 0], c[c > 0]])
+    groups = np.concatenate([group[d > 0], group[c > 0]])
+    result = multivariate_logrank_test(durations, groups, observed, weights=weights)
+    chisq = float(result.test_statistic)
+    return LogRank(chisq, df, float(stats.chi2.sf(chisq, df)))
+
+
+# ------------------------------------------------------------------------------------ Cox
+
+@dataclass
+class CoxData:
+    """Rows for a Cox model, aggregated per (time, covariate pattern): counts of events and of every
+    exit (events included). X holds one row per pattern, treatment-coded columns `names`;
+    `terms` maps each term (variable) to its column indices."""
+    time: np.ndarray        # per row
+    pattern: np.ndarray     # per row, index into X
+    n_events: np.ndarray    # per row
+    n_leaving: np.ndarray   # per row, events + censored + competing
+    X: np.ndarray           # patterns x columns
+    names: list[str]
+    terms: dict[str, list[int]]
+
+
+@dataclass
+class CoxResult:
+    names: list[str]
+    coef: np.ndarray
+    se: np.ndarray
+    hr: np.ndarray
+    ci_lower: np.ndarray
+    ci_upper: np.ndarray
+    p_value: np.ndarray
+    loglik: float
+    n_patients: int
+    n_events: int
+    converged: bool = True
+    note: str | None = None
+    zph: dict = field(default_factory=dict)   # term or GLOBAL -> (chisq, df, p)
+
+
+def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
+    """Cox PH, Efron ties: Newton-Raphson on the exact Efron partial likelihood computed from the
+    (time x pattern) counts (cox_efron), Wald CI and p from the inverse information, and the
+    proportional-hazards test of cox_zph at the estimate.
+
+    With check_with_lifelines, lifelines' CoxPHFitter is also fitted on the patient-equivalent rows
+    (one row per event, weight 1; one weighted row per (time, pattern) of other exits); a difference
+    in coefficient or standard error above 1e-6 relative is noted. The
+    tests make that comparison on the reference datasets; it is off at run time because lifelines'
+    per-time Python loop costs seconds per model at 10^5-10^6 patients.
+    """
+    n_patients = int(data.n_leaving.sum())
+    n_events = int(data.n_events.sum())
+    tables = _EfronTables(data)
+    beta, loglik, info, iterations, converged = cox_efron(tables)
+    if not converged:
+        raise FloatingPointError(f"Newton-Raphson did not converge in {iterations} iterations: a hazard ratio may be "
+                                 "0 or infinite (monotone likelihood)")
+    cov = np.linalg.inv(info)
+    se = np.sqrt(np.diag(cov))
+    result = CoxResult(
+        names=list(data.names), coef=beta, se=se, hr=np.exp(beta),
+        ci_lower=np.exp(beta - Z95 * se), ci_upper=np.exp(beta + Z95 * se),
+        p_value=2 * stats.norm.sf(np.abs(beta / se)), loglik=loglik,
+        n_patients=n_patients, n_events=n_events, converged=True)
+    result.zph = cox_zph(data, beta, tables=tables)
+    if check_with_lifelines:
+        try:
+            ll_coef, ll_se = lifelines_cox(data)
+        except Exception as exc:  # lifelines' ConvergenceError and the like
+            result.note = f"lifelines CoxPHFitter failed: {type(exc).__name__}"
+            return result
+        worst = max(np.max(np.abs(ll_coef - beta) / np.maximum(1, np.abs(beta))), np.max(np.abs(ll_se / se - 1)))
+        if worst > 1e-6:
+            result.note = f"lifelines CoxPHFitter differs by {worst:.1e} (relative)"
+    return result
+
+
+def lifelines_cox(data: CoxData) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients and standard errors from lifelines' CoxPHFitter (Efron, penalizer 0) on rows that
+    give the same partial likelihood as the patient rows: one row per event (weight 1) and one row
+    per (time, pattern) for the other exits, weighted by their number. Censored rows enter Efron's
+    formula only through the risk-set sums, where a weight w is w copies; event rows are not
+    aggregated because weighted Efron (lifelines' and coxph's) averages the weights of tied events,
+    which is not the same as copies. Convergence is tightened: by default lifelines stops on a
+    Newton decrement < 1e-7 without taking the last step, which leaves ~1e-6 in the coefficients."""
+    from lifelines import CoxPHFitter
+
+    censored = data.n_leaving - data.n_events
+    ev_rows = np.repeat(np.flatnonzero(data.n_events > 0), data.n_events[data.n_events > 0].astype(int))
+    cens_rows = np.flatnonzero(censored > 0)
+    rows = np.concatenate([ev_rows, cens_rows])
+    frame = pd.DataFrame(data.X[data.pattern[rows]], columns=data.names)
+    frame["_t"] = data.time[rows].astype(float)
+    frame["_e"] = np.concatenate([np.ones(len(ev_rows)), np.zeros(len(cens_rows))])
+    frame["_w"] = np.concatenate([np.ones(len(ev_rows)), censored[cens_rows]]).astype(float)
+    fitter = CoxPHFitter(penalizer=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitter.fit(frame, duration_col="_t", event_col="_e", weights_col="_w", batch_mode=True,
+                   fit_options={"precision": 1e-14, "r_precision": 1e-15, "max_steps": 100})
+    summary = fitter.summary.loc[data.names]
+    return summary["coef"].to_numpy(float), summary["se(coef)"].to_numpy(float)
+
+
+class _EfronTables:
+    """What the Efron partial likelihood needs from the data, independent of beta: per event time
+    the risk-set and tied-event counts of each covariate pattern, the event count m and the events'
+    covariate sum; the covariates centred (as coxph does) and their outer products per pattern."""
+
+    def __init__(self, data: CoxData):
+        times, t_index = np.unique(data.time, return_inverse=True)
+        n_times, n_patterns = len(times), data.X.shape[0]
+        cell = t_index * n_patterns + data.pattern
+        size = n_times * n_patterns
+        leaving = np.bincount(cell, weights=data.n_leaving, minlength=size).reshape(n_times, n_patterns)
+        events = np.bincount(cell, weights=data.n_events, minlength=size).reshape(n_times, n_patterns)
+        at_risk = leaving[::-1].cumsum(0)[::-1]
+        has_event = events.sum(1) > 0
+        self.times = times
+        self.d_all = events.sum(1)                 # events per distinct time (all times)
+        self.n_all = at_risk.sum(1)                # at risk per distinct time (all times)
+        self.at_risk, self.events = at_risk[has_event], events[has_event]
+        self.event_times = times[has_event]
+        self.m = self.events.sum(1)
+        per_pattern = np.bincount(data.pattern, weights=data.n_leaving, minlength=n_patterns)
+        self.center = per_pattern @ data.X / per_pattern.sum()
+        self.Xc = data.X - self.center
+        p = data.X.shape[1]
+        self.p = p
+        self.xx = (self.Xc[:, :, None] * self.Xc[:, None, :]).reshape(n_patterns, p * p)
+        self.x_events = self.events @ self.Xc
+        mi = self.m.astype(np.int64)
+        self.k_time = np.repeat(np.arange(len(mi)), mi)            # Efron term -> event time
+        self.k_frac = (np.arange(mi.sum()) - np.repeat(np.cumsum(mi) - mi, mi)) / np.repeat(self.m, mi)
+
+
+def _efron(tables: _EfronTables, beta: np.ndarray):
+    """Efron log partial likelihood, and per event time the residual (events' x minus the sum of the
+    m Efron means) and the information (sum of the m Efron covariances), all over patterns.
+
+    At an event time with m tied events and c_k = k/m (k = 0..m-1), term k has risk-set total
+    den_k = R0 - c_k T0, mean (R1 - c_k T1)/den_k and second moment (R2 - c_k T2)/den_k (R = risk set,
+    T = tied events; 0, 1, 2 = sums of phi, phi x, phi x x'). Summed over k they need only the
+    scalars sum 1/den, c/den, 1/den^2, c/den^2, c^2/den^2 per time."""
+    t = tables
+    phi = np.exp(t.Xc @ beta)
+    phi_x = phi[:, None] * t.Xc
+    phi_xx = phi[:, None] * t.xx
+    r0, r1, r2 = t.at_risk @ phi, t.at_risk @ phi_x, t.at_risk @ phi_xx
+    t0, t1, t2 = t.events @ phi, t.events @ phi_x, t.events @ phi_xx
+    j, c = t.k_time, t.k_frac
+    den = r0[j] - c * t0[j]
+    n_times = len(t.m)
+
+    def per_time(values):
+        return np.bincount(j, weights=values, minlength=n_times)
+
+    a0, a1 = per_time(1 / den), per_time(c / den)
+    b0, b1, b2 = per_time(1 / den ** 2), per_time(c / den ** 2), per_time(c * c / den ** 2)
+    loglik = float((t.x_events @ beta).sum() - np.log(den).sum())
+    mean_sum = r1 * a0[:, None] - t1 * a1[:, None]
+    resid = t.x_events - mean_sum
+    p = t.p
+    second = (r2 * a0[:, None] - t2 * a1[:, None]).reshape(-1, p, p)
+    outer = (b0[:, None, None] * (r1[:, :, None] * r1[:, None, :])
+             - b1[:, None, None] * (r1[:, :, None] * t1[:, None, :] + t1[:, :, None] * r1[:, None, :])
+             + b2[:, None, None] * (t1[:, :, None] * t1[:, None, :]))
+    info_t = second - outer
+    return loglik, resid, info_t
+
+
+def cox_efron(tables: _EfronTables, max_iter: int = 50, tol: float = 1e-10):
+    """Newton-Raphson from beta = 0 as coxph: a step that lowers the log-likelihood is halved.
+    Converged when the largest step is below tol (the estimate then has about tol^2 left).
+    Returns beta, log-likelihood, information, iterations, converged."""
+    beta = np.zeros(tables.p)
+    loglik, resid, info_t = _efron(tables, beta)
+    score, info = resid.sum(0), info_t.sum(0)
+    for iteration in range(1, max_iter + 1):
+        step = np.linalg.solve(info, score)
+        for _ in range(40):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                new_loglik, new_resid, new_info_t = _efron(tables, beta + step)
+            if np.isfinite(new_loglik) and new_loglik >= loglik - 1e-12 * abs(loglik):
+                break
+            step = step / 2
+        else:
+            return beta, loglik, info, iteration, False
+        beta = beta + step
+        loglik, score, info = new_loglik, new_resid.sum(0), new_info_t.sum(0)
+        if np.max(np.abs(step)) < tol:
+            return beta, loglik, info, iteration, True
+    return beta, loglik, info, max_iter, False
+
+
+def cox_score_information(data: CoxData, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Efron log partial likelihood, score and information at beta."""
+    loglik, resid, info_t = _efron(_EfronTables(data), np.asarray(beta, float))
+    return loglik, resid.sum(0), info_t.sum(0)
+
+
+def cox_zph(data: CoxData, beta: np.ndarray, transform: str = "km", tables: _EfronTables | None = None) -> dict:
+    """Proportional-hazards test of R's cox.zph (survival >= 3.0), ported from its C routine zph1:
+    the score test, at the fitted beta, of adding x * g(t) for each term (and for all terms: GLOBAL),
+    g(t) = the transformed time centred at its mean over the events. transform "km" (R's default):
+    g = 1 - S(t-), S the left-continuous Kaplan-Meier of the model's data (events = the model's
+    events, everything else censored); the only transform implemented.
+    The score vector is (0, sum_t g_t r_t) with r_t the Schoenfeld residual sum at t, and the
+    information [[sum I_t, sum g_t I_t], [sum g_t I_t, sum g_t^2 I_t]]; a term's statistic is
+    u' I^-1 u over the model's columns plus the term's x * g columns.
+    Returns {term: (chisq, df, p)} with "GLOBAL" last."""
+    tables = tables or _EfronTables(data)
+    _, resid, info_t = _efron(tables, np.asarray(beta, float))
+    m = tables.m
+    if transform != "km":
+        raise ValueError(f"only R's default transform 'km' is implemented, not {transform!r}")
+    surv = np.cumprod(1 - tables.d_all / tables.n_all)
+    surv_before = np.concatenate(([1.0], surv[:-1]))
+    g = (1 - surv_before)[tables.d_all > 0]
+    g = g - (g * m).sum() / m.sum()
+    p = tables.p
+    u = np.concatenate([np.zeros(p), (g[:, None] * resid).sum(0)])   # the beta part is 0 at the MLE, as in R
+    info = np.zeros((2 * p, 2 * p))
+    info[:p, :p] = info_t.sum(0)
+    info[:p, p:] = info[p:, :p] = (g[:, None, None] * info_t).sum(0)
+    info[p:, p:] = (g[:, None, None] ** 2 * info_t).sum(0)
+    out = {}
+    for term, cols in list(data.terms.items()) + [("GLOBAL", list(range(p)))]:
+        keep = list(range(p)) + [p + col for col in cols]
+        sub_u = u[keep]
+        try:
+            chisq = float(sub_u @ np.linalg.solve(info[np.ix_(keep, keep)], sub_u))
+        except np.linalg.LinAlgError:
+            chisq = np.nan
+        out[term] = (chisq, len(cols), float(stats.chi2.sf(chisq, len(cols))) if np.isfinite(chisq) else np.nan)
+    return out
+
+
+# ------------------------------------------------------------------------------------ Cox models with SAP levels
+
+@dataclass
+class CoxRow:
+    variable: str
+    level: str | None
+    coef: float = np.nan
+    se: float = np.nan
+    hr: float = np.nan
+    ci_lower: float = np.nan
+    ci_upper: float = np.nan
+    p_value: float = np.nan
+    ph_chisq: float = np.nan
+    ph_df: int | None = None
+    ph_p_value: float = np.nan
+    n_patients: int | None = None
+    n_events: int | None = None
+    note: str | None = None
+
+
+def cox_model(counts, variables: list[str], levels: dict[str, list[str]],
+              check_with_lifelines: bool = False) -> list[CoxRow]:
+    """A Cox model of the SAP (treatment contrasts, reference = first level of `levels`) from counts
+    per (t, levels of `variables`): a polars DataFrame with columns t, the variables, n_events and
+    n_leaving (every exit, events included). Returns one row per non-reference SAP level of each
+    variable and a row ("GLOBAL", None) with the global PH test, in SAP order.
+
+    Rules where the data cannot give a finite estimate (docs/analysis-methods.md):
+      - a level without patients has no coefficient;
+      - patients of a level without events are left out: that level's coefficient tends to -inf
+        and, in the limit, the likelihood of the other coefficients is that of the data without
+        those patients, so the others are the MLE's limit (R reports them up to its iteration stop);
+      - a variable enters the model when two or more of its levels have events; its hazard ratios
+        are reported only when its reference level has events (else they are infinite).
+    """
+    import polars as pl
+
+    counts = counts.filter(pl.col("n_leaving") > 0)
+    if not counts["n_events"].sum():
+        n_all = int(counts["n_leaving"].sum())
+        note = "no events: no model" if n_all else "no patients: no model"
+        return [CoxRow(v, lv, n_patients=n_all, n_events=0, note=note)
+                for v in variables for lv in levels[v][1:]] + [
+            CoxRow("GLOBAL", None, n_patients=n_all, n_events=0, note=note)]
+    info = {}
+    keep = pl.lit(True)
+    for v in variables:
+        by_level = dict(counts.group_by(v).agg(pl.col("n_events").sum()).iter_rows())
+        present = [lv for lv in levels[v] if lv in by_level]
+        with_events = [lv for lv in present if by_level[lv] > 0]
+        info[v] = (present, with_events)
+        keep = keep & pl.col(v).is_in(with_events)
+    in_model = [v for v in variables if len(info[v][1]) >= 2]
+    data = counts.filter(keep)
+    n_patients, n_events = int(data["n_leaving"].sum()), int(data["n_events"].sum())
+
+    result = None
+    model_note = None
+    if not in_model:
+        model_note = "no variable with events in two or more levels: no model"
+    else:
+        patterns = data.select(in_model).unique(maintain_order=True)
+        pattern_index = data.select(in_model).join(patterns.with_row_index("_p"), on=in_model, how="left",
+                                                   maintain_order="left")["_p"].to_numpy()
+        columns, names, terms = [], [], {}
+        for v in in_model:
+            values = patterns[v].to_numpy()
+            terms[v] = []
+            for lv in info[v][1][1:]:
+                terms[v].append(len(names))
+                names.append(f"{v}[{lv}]")
+                columns.append((values == lv).astype(float))
+        cox_data = CoxData(time=data["t"].to_numpy(), pattern=pattern_index.astype(np.int64),
+                           n_events=data["n_events"].to_numpy().astype(float),
+                           n_leaving=data["n_leaving"].to_numpy().astype(float),
+                           X=np.column_stack(columns), names=names, terms=terms)
+        try:
+            result = cox_fit(cox_data, check_with_lifelines=check_with_lifelines)
+        except (FloatingPointError, np.linalg.LinAlgError) as exc:
+            model_note = f"model not estimable: {str(exc).splitlines()[0][:200]}"
+
+    rows = []
+    for v in variables:
+        present, with_events = info[v]
+        reference = levels[v][0]
+        zph = result.zph.get(v) if result is not None else None
+        for lv in levels[v][1:]:
+            row = CoxRow(v, lv, n_patients=n_patients, n_events=n_events)
+            if lv not in present:
+                row.note = "no patients in this level"
+            elif lv not in with_events:
+                row.note = "no events in this level: hazard ratio not estimable (its patients are left out of the model)"
+            elif reference not in with_events:
+                row.note = (f"no patients in the reference level {reference}" if reference not in present else
+                            f"no events in the reference level {reference}: hazard ratio not estimable")
+            elif v not in in_model:
+                row.note = "fewer than two levels with events: not in the model"
+            elif result is None:
+                row.note = model_note
+            else:
+                i = result.names.index(f"{v}[{lv}]")
+                row.coef, row.se, row.hr = result.coef[i], result.se[i], result.hr[i]
+                row.ci_lower, row.ci_upper, row.p_value = result.ci_lower[i], result.ci_upper[i], result.p_value[i]
+                row.note = result.note
+            if zph is not None:
+                row.ph_chisq, row.ph_df, row.ph_p_value = zph
+            rows.append(row)
+    global_row = CoxRow("GLOBAL", None, n_patients=n_patients, n_events=n_events)
+    if result is None:
+        global_row.note = model_note
+    else:
+        global_row.ph_chisq, global_row.ph_df, global_row.ph_p_value = result.zph["GLOBAL"]
+        dropped = [v for v in variables if v not in in_model]
+        global_row.note = "; ".join(filter(None, [
+            result.note,
+            f"not in the model (fewer than two levels with events): {', '.join(dropped)}" if dropped else None]))
+        global_row.note = global_row.note or None
+    rows.append(global_row)
+    return rows
