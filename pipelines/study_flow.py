@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines.ingest_flow import ingest_flow
 from vigil import warehouse
+from vigil.report import ReportResult, render_report
 from vigil.run import RunSummary, analyse, publish_snapshot
 
 
@@ -23,6 +24,14 @@ def analyse_task(db_path: Path, parameters: dict) -> RunSummary:
     return summary
 
 
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(db_path: Path, out_dir: Path, run_id: int) -> ReportResult:
+    result = render_report(db_path, out_dir, run_id)
+    get_run_logger().info("report of run %d: %s (%d PDF pages, %d tables)", run_id, result.html,
+                          result.pages, len(result.tables))
+    return result
+
+
 # Copying a file can be repeated safely: the snapshot appears only by an atomic rename.
 @task(name="publish snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def publish_task(db_path: Path, run_id: int) -> Path:
@@ -32,13 +41,20 @@ def publish_task(db_path: Path, run_id: int) -> Path:
 
 
 @flow(name="study-pipeline")
-def study_pipeline(landing: list[Path], db_path: Path, only_if_new: bool = False,
+def study_pipeline(landing: list[Path], db_path: Path, out: Path | None = None, only_if_new: bool = False,
                    today: date | None = None) -> dict:
-    """only_if_new: skip the analyses when no delivery was accepted (the landing-folder watch)."""
+    """Ingest -> analyse -> report -> snapshot. out: report folder (default: report/ beside the warehouse).
+    only_if_new: skip the rest when no delivery was accepted (the landing-folder watch)."""
+    out = out or default_report_dir(db_path)
     outcomes = ingest_flow(landing, db_path, today)
     if only_if_new and not any(o.status == "accepted" for o in outcomes):
         get_run_logger().info("no new or corrected delivery: nothing to analyse")
-        return {"deliveries": outcomes, "run": None, "snapshot": None}
-    summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path)})
+        return {"deliveries": outcomes, "run": None, "report": None, "snapshot": None}
+    summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path), "out": str(out)})
+    report = report_task(db_path, out, summary.run_id)
     snapshot = publish_task(db_path, summary.run_id)
-    return {"deliveries": outcomes, "run": summary, "snapshot": snapshot}
+    return {"deliveries": outcomes, "run": summary, "report": report, "snapshot": snapshot}
+
+
+def default_report_dir(db_path: Path) -> Path:
+    return db_path.parent / "report"

@@ -138,26 +138,63 @@ def analyse(db: DbOption = None) -> None:
     print_run_summary(summary)
 
 
+OutOption = Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: report/ beside the warehouse).")]
+
+
+def print_report(result) -> None:
+    console.print(f"report of run {result.run_id}: {result.html}")
+    console.print(f"  PDF ({result.pages} pages): {result.pdf}")
+    console.print(f"  tables: {result.tables_dir} (CSV) and {result.xlsx}")
+    for warning in result.warnings:
+        console.print(f"  [yellow]note:[/] {warning}")
+
+
+@app.command()
+def report(
+    db: DbOption = None,
+    out: OutOption = None,
+    run_id: Annotated[Optional[int], typer.Option("--run", help="Run to report (default: the latest).")] = None,
+) -> None:
+    """Render the incidence report of a run: report.html, report.pdf and tables/ (disclosure-controlled)."""
+    from pipelines.study_flow import default_report_dir
+    from vigil import warehouse
+    from vigil.report import ReportError, render_report
+
+    db_path = warehouse.resolve_db(db)
+    if not db_path.exists():
+        _fail(f"{db_path} does not exist: ingest and analyse first", EXIT_USAGE)
+    try:
+        with console.status("rendering the report"):
+            result = render_report(db_path, out or default_report_dir(db_path), run_id)
+    except ReportError as exc:
+        _fail(str(exc))
+    print_report(result)
+
+
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Landing folders (delivery folders or folders of them).")],
     db: DbOption = None,
+    out: OutOption = None,
 ) -> None:
-    """The whole study pipeline as one Prefect flow: ingest, analyse, publish the snapshot."""
+    """The whole study pipeline as one Prefect flow: ingest, analyse, report, publish the snapshot."""
     from vigil import warehouse
 
     missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
         _fail(f"not a folder: {', '.join(missing)}", EXIT_USAGE)
     from pipelines.study_flow import study_pipeline
+    from vigil.report import ReportError
 
     try:
-        result = study_pipeline([p.resolve() for p in paths], warehouse.resolve_db(db).resolve())
-    except (warehouse.WarehouseBusy, warehouse.LoadFailed) as exc:
+        result = study_pipeline([p.resolve() for p in paths], warehouse.resolve_db(db).resolve(),
+                                out.resolve() if out else None)
+    except (warehouse.WarehouseBusy, warehouse.LoadFailed, ReportError) as exc:
         _fail(str(exc))
     print_ingest_summary(result["deliveries"])
     result["run"].snapshot = result["snapshot"]
     print_run_summary(result["run"])
+    print_report(result["report"])
     if any(o.status == "refused" for o in result["deliveries"]):
         raise typer.Exit(EXIT_REFUSED)
 
@@ -174,12 +211,13 @@ def demo(
     landing = out / "landing"
     synth(landing, patients=patients, sites=3, seed=1, faults=True, fmt="csv")
     try:
-        run([landing], db=out / "warehouse" / "vigil.duckdb")
+        run([landing], db=out / "warehouse" / "vigil.duckdb", out=None)
     except typer.Exit as exit_:
         # The demo's faults include a delivery that must be refused: that is the expected outcome.
         if exit_.exit_code not in (0, EXIT_REFUSED):
             raise
     console.print(f"demo study in {out.resolve()}")
+    console.print(f"report: {(out / 'warehouse' / 'report' / 'report.html').resolve()}")
 
 
 @app.command("contract-docs")

@@ -1,0 +1,12 @@
+"""The incidence report for regulators (issue 5): `render_report(con_or_db, out_dir, run_id=None)`.
+
+Reads one run's results (results.*), the audit tables and Table 1 aggregates of cohort.patients,
+applies disclosure control (vigil.disclosure, SAP section 5) to everything it publishes, and writes
+report.html (self-contained), report.pdf (WeasyPrint) and tables/ (one CSV per table and one XLSX
+workbook). Templates: reports/report.html.j2 and reports/report.css.
+"""
+
+from vigil.report.data import ReportError
+from vigil.report.render import ExportedTable, ReportResult, render_report
+
+__all__ = ["ExportedTable", "ReportError", "ReportResult", "render_report"]

@@ -1,0 +1,589 @@
+"""The report's tables as shown: polars frames of text, after disclosure control.
+
+The same frame is rendered into the HTML/PDF and written to CSV and XLSX, so the exports are the
+tables exactly as shown (exports additionally neutralise spreadsheet formulas)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from vigil.disclosure import (
+    LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, cell_key, format_estimate, format_interval, format_p,
+    is_small,
+)
+from vigil.report.data import METHODS, OUTCOMES, STRATIFIERS, TABLE1_CATEGORICAL, WINDOW_ORDER, RunData
+from vigil.report.protect import OVERALL, Protection, patients_key, table1_levels
+
+FIXED_DAYS = [30, 180, 365, 730, 1095, 1825]
+LEGEND = (f"{LESS_THAN_5}: a count of 1 to 4. {SUPPRESSED}: suppressed by disclosure control (SAP 5). "
+          f"{NOT_APPLICABLE}: not applicable or not estimable.")
+
+
+@dataclass
+class Table:
+    id: str  # file stem of the exports and HTML anchor
+    title: str
+    frame: pl.DataFrame  # every column text, as shown
+    label_columns: list[str]  # text labels (never counts); every other column holds values
+    count_columns: list[str]  # columns that show counts (checked: never 1-4)
+    group_column: str | None = None  # printed once per group in the HTML
+    notes: list[str] = field(default_factory=list)
+    wide: bool = False  # printed on a landscape page
+    header_groups: list[tuple[str, int]] = field(default_factory=list)  # (label, columns spanned) above the header
+    short_names: dict[str, str] = field(default_factory=dict)  # column -> header under a header group
+
+    def header(self, column: str) -> str:
+        return self.short_names.get(column, column)
+
+    @property
+    def n_rows(self) -> int:
+        return self.frame.height
+
+    def html_groups(self) -> list[list[list[tuple[str, str]]]]:
+        """Rows for the HTML, grouped by group_column (one <tbody> each, kept on one page when it fits):
+        each cell (text, css class); the group label is printed on the group's first row only."""
+        groups: list[list[list[tuple[str, str]]]] = []
+        previous = object()
+        for row in self.frame.iter_rows(named=True):
+            key = row.get(self.group_column) if self.group_column else None
+            if not groups or (self.group_column and key != previous):
+                groups.append([])
+            cells = []
+            for name, value in row.items():
+                text = "" if value is None else value
+                if self.group_column and name == self.group_column and groups[-1]:
+                    text = ""
+                cells.append((text, "label" if name in self.label_columns else "num"))
+            groups[-1].append(cells)
+            previous = key
+        return groups
+
+
+def _text_frame(rows: list[dict], columns: list[str]) -> pl.DataFrame:
+    return pl.DataFrame([[r.get(c) for c in columns] for r in rows], schema={c: pl.Utf8 for c in columns},
+                        orient="row")
+
+
+def stratum_order(data: RunData) -> list[tuple[str, str]]:
+    order = [OVERALL]
+    for stratifier in STRATIFIERS:
+        if stratifier == "overall":
+            continue
+        order += [(stratifier, level) for level in data.levels.get(stratifier, [])]
+    return order
+
+
+def _ordered(frame: pl.DataFrame, data: RunData) -> pl.DataFrame:
+    rank = {key: i for i, key in enumerate(stratum_order(data))}
+    present = frame.select("stratifier", "stratum").rows()
+    extra = sorted({k for k in present if k not in rank})
+    for k in extra:
+        rank[k] = len(rank)
+    return frame.with_columns(
+        pl.Series("__rank", [rank[k] for k in present])).sort("__rank").drop("__rank")
+
+
+# ---------------------------------------------------------------------------------------------
+# attrition
+
+
+def attrition_table(data: RunData, prot: Protection, rem_keys: list[str]) -> Table:
+    rows = []
+    att = data.attrition.sort("step")
+    if att.height:
+        rows.append({"Step": "Received", "Criterion": "Patient rows in the accepted deliveries",
+                     "Patients remaining": prot.count(cell_key("attr_received")), "Patients excluded": ""})
+    for r, rem in zip(att.iter_rows(named=True), rem_keys):
+        step, description = r["step"], r["description"]
+        rows.append({"Step": str(step), "Criterion": description, "Patients remaining": prot.count(rem),
+                     "Patients excluded": prot.count(cell_key("attr_excluded", step))})
+    cols = ["Step", "Criterion", "Patients remaining", "Patients excluded"]
+    return Table("attrition", "Cohort attrition (SAP section 1)", _text_frame(rows, cols), ["Step", "Criterion"],
+                 ["Patients remaining", "Patients excluded"],
+                 notes=["Patients excluded at a step are those failing it first; remaining = previous remaining "
+                        "− excluded. Step 1 excludes the patient rows that broke the extract contract and were "
+                        "quarantined (Annex A).", LEGEND])
+
+
+def attrition_keys(data: RunData, prot: Protection) -> list[str]:
+    att = data.attrition.sort("step")
+    total = patients_key(*OVERALL)
+    keys = []
+    for i, r in enumerate(att.iter_rows(named=True)):
+        step, n_remaining = r["step"], r["n_remaining"]
+        last = i == att.height - 1
+        keys.append(total if last and total in prot.values and prot.values[total] == n_remaining
+                    else cell_key("attr_remaining", step))
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1
+
+
+def _smd_continuous(m1, s1, m0, s0) -> float | None:
+    if None in (m1, s1, m0, s0) or any(isinstance(x, float) and math.isnan(x) for x in (m1, s1, m0, s0)):
+        return None
+    pooled = math.sqrt((s1 ** 2 + s0 ** 2) / 2)
+    if pooled == 0:
+        return 0.0 if m1 == m0 else None
+    return abs(m1 - m0) / pooled
+
+
+def smd_categorical(n1: list[float], n0: list[float]) -> float | None:
+    """Yang & Dalton (2012): sqrt((p1 - p0)' S^-1 (p1 - p0)) over the levels but the first, with
+    S = (S1 + S0) / 2 and S_g = diag(p_g) - p_g p_g' the multinomial covariance. For two levels this
+    is |p1 - p0| / sqrt((p1 (1 - p1) + p0 (1 - p0)) / 2). Levels absent from both groups are dropped."""
+    a, b = np.asarray(n1, float), np.asarray(n0, float)
+    if a.sum() == 0 or b.sum() == 0:
+        return None
+    keep = (a + b) > 0
+    a, b = a[keep], b[keep]
+    if len(a) < 2:
+        return 0.0
+    p1, p0 = (a / a.sum())[1:], (b / b.sum())[1:]
+    s = (np.diag(p1) - np.outer(p1, p1) + np.diag(p0) - np.outer(p0, p0)) / 2
+    delta = p1 - p0
+    if not delta.any():
+        return 0.0
+    value = float(delta @ np.linalg.pinv(s) @ delta)
+    return math.sqrt(max(value, 0.0))
+
+
+def table1(data: RunData, prot: Protection) -> Table:
+    edss_levels = data.levels.get("edss", [])
+    reference = edss_levels[0] if edss_levels else None
+    compared = edss_levels[1:]
+    columns = [("Overall", None)] + [(f"EDSS {e}", e) for e in edss_levels]
+    smd_cols = [f"SMD {e}" for e in compared]
+    stats = {row["edss"]: row for row in data.table1_stats.iter_rows(named=True)}
+    n_key = {None: patients_key(*OVERALL), **{e: patients_key("edss", e) for e in edss_levels}}
+
+    def count_key(variable, level, edss):
+        if edss is None:
+            return patients_key(variable, level) if variable in data.levels else cell_key("t1", variable, level, "overall")
+        return cell_key("t1", variable, level, edss)
+
+    def column_hidden(edss) -> bool:  # estimates of the column: fewer than 5 patients
+        return is_small(prot.value(n_key[edss]))
+
+    rows = [{"Characteristic": "Patients", "Level": "n", **{c: prot.count(n_key[e]) for c, e in columns},
+             **{c: "" for c in smd_cols}}]
+
+    def continuous(label, stat, fmt):
+        row = {"Characteristic": label[0], "Level": label[1]}
+        for c, e in columns:
+            s = stats.get(e)
+            if prot.is_suppressed(n_key[e]) and not column_hidden(e):
+                row[c] = SUPPRESSED  # the column's size is hidden: so is whether it has any patient
+            elif s is None or s["n"] == 0:
+                row[c] = NOT_APPLICABLE
+            elif column_hidden(e) or (stat == "edss" and is_small(s["edss_n"])):
+                row[c] = SUPPRESSED
+            else:
+                row[c] = fmt(s)
+        for col, e in zip(smd_cols, compared):
+            s1, s0 = stats.get(e), stats.get(reference)
+            if s1 is None or s0 is None or stat == "edss":  # the columns are defined by the EDSS score
+                row[col] = NOT_APPLICABLE
+            elif column_hidden(e) or column_hidden(reference) or (
+                    stat == "edss" and (is_small(s1["edss_n"]) or is_small(s0["edss_n"]))):
+                row[col] = SUPPRESSED
+            else:
+                row[col] = format_estimate(_smd_continuous(s1[f"{stat}_mean"], s1[f"{stat}_sd"],
+                                                           s0[f"{stat}_mean"], s0[f"{stat}_sd"]), digits=2)
+        rows.append(row)
+
+    def mean_sd(prefix):
+        return lambda s: (NOT_APPLICABLE if s[f"{prefix}_mean"] is None else
+                          f"{s[f'{prefix}_mean']:.1f} ({format_estimate(s[f'{prefix}_sd'], digits=1)})")
+
+    def median_iqr(prefix):
+        return lambda s: (NOT_APPLICABLE if s[f"{prefix}_median"] is None else
+                          f"{s[f'{prefix}_median']:.1f} ({s[f'{prefix}_q1']:.1f}–{s[f'{prefix}_q3']:.1f})")
+
+    continuous(("Age at index (years)", "mean (SD)"), "age", mean_sd("age"))
+    continuous(("Baseline EDSS score", "median (IQR)"), "edss", median_iqr("edss"))
+    continuous(("Follow-up (years)", "median (IQR)"), "fu", median_iqr("fu"))
+
+    for variable, (label, _) in TABLE1_CATEGORICAL.items():
+        levels = table1_levels(data, variable)
+        first = True
+        for level in levels:
+            row = {"Characteristic": label if first else label, "Level": level}
+            for c, e in columns:
+                key = count_key(variable, level, e)
+                n = prot.value(key)
+                shown = prot.count(key)
+                if prot.is_suppressed(key) or n == 0 or prot.is_suppressed(n_key[e]):
+                    row[c] = shown
+                else:
+                    row[c] = f"{shown} ({100 * n / prot.value(n_key[e]):.1f})"
+            for col, e in zip(smd_cols, compared):
+                row[col] = ""
+            rows.append(row)
+            first = False
+        # one SMD per variable, on its first level's row
+        first_row = rows[-len(levels)]
+        for col, e in zip(smd_cols, compared):
+            keys = [count_key(variable, lv, x) for lv in levels for x in (e, reference)]
+            if any(prot.is_suppressed(k) for k in keys) or column_hidden(e) or column_hidden(reference):
+                first_row[col] = SUPPRESSED
+            else:
+                value = smd_categorical([prot.value(count_key(variable, lv, e)) for lv in levels],
+                                        [prot.value(count_key(variable, lv, reference)) for lv in levels])
+                first_row[col] = format_estimate(value, digits=2)
+    cols = ["Characteristic", "Level"] + [c for c, _ in columns] + smd_cols
+    return Table("table1", "Baseline characteristics at the index date, overall and by baseline EDSS (Table 1)",
+                 _text_frame(rows, cols), ["Characteristic", "Level"], [c for c, _ in columns],
+                 group_column="Characteristic", wide=True,
+                 notes=["Categorical rows: n (% of the column). SMD <category>: absolute standardised mean difference of "
+                        f"that EDSS category against the reference category {reference} (continuous: difference of means over the "
+                        "pooled SD; categorical: Yang & Dalton's multivariate SMD, see Methods), on the "
+                        "characteristic's first row. SMDs of 0.1 or more suggest imbalance.", LEGEND])
+
+
+# ---------------------------------------------------------------------------------------------
+# incidence
+
+
+def incidence_table(data: RunData, prot: Protection, outcome: str) -> Table:
+    frame = _ordered(data.incidence.filter(pl.col("outcome") == outcome), data)
+    rows = []
+    for r in frame.iter_rows(named=True):
+        s, st = r["stratifier"], r["stratum"]
+        p, e, py = (patients_key(s, st), cell_key("events", outcome, s, st), cell_key("py", outcome, s, st))
+        hidden = prot.is_suppressed(e) or prot.is_suppressed(py) or is_small(r["n_patients"])
+        rows.append({
+            "Stratifier": STRATIFIERS.get(s, s), "Stratum": "All patients" if s == "overall" else st,
+            "Patients": prot.count(p), "Events": prot.count(e),
+            "Person-years": format_estimate(r["person_years"], prot.is_suppressed(py), digits=1),
+            "Rate per 1,000 PY": format_estimate(r["rate_per_1000py"], hidden, digits=2),
+            "95% CI": format_interval(r["ci_lower"], r["ci_upper"], hidden, digits=2),
+        })
+    cols = ["Stratifier", "Stratum", "Patients", "Events", "Person-years", "Rate per 1,000 PY", "95% CI"]
+    return Table(f"incidence_{outcome}", f"Incidence: {OUTCOMES.get(outcome, outcome)}", _text_frame(rows, cols),
+                 ["Stratifier", "Stratum"], ["Patients", "Events"], group_column="Stratifier",
+                 notes=["Rate per 1,000 person-years (PY) with the exact Poisson 95% confidence interval "
+                        "(χ² quantiles; lower limit 0 when there are no events).", LEGEND])
+
+
+def risk_window_table(data: RunData, prot: Protection) -> Table:
+    rw = data.risk_windows
+    order = {w: i for i, w in enumerate(WINDOW_ORDER)}
+    rw = rw.sort(pl.col("window").replace_strict(order, default=len(order)))
+    rows = []
+    for r in rw.iter_rows(named=True):
+        e, py = cell_key("rw_events", r["window"]), cell_key("rw_py", r["window"])
+        hidden = prot.is_suppressed(e) or prot.is_suppressed(py)
+        rows.append({"Days since course start": r["window"],
+                     "Patients": prot.count(cell_key("rw_patients", r["window"])) if "n_patients" in r else NOT_APPLICABLE,
+                     "Events": prot.count(e),
+                     "Person-years": format_estimate(r["person_years"], prot.is_suppressed(py), digits=1),
+                     "Rate per 1,000 PY": format_estimate(r["rate_per_1000py"], hidden),
+                     "95% CI": format_interval(r["ci_lower"], r["ci_upper"], hidden)})
+    total_e = cell_key("events", "all_serious", *OVERALL)
+    total_py = cell_key("py", "all_serious", *OVERALL)
+    if cell_key("rw_events", "total") in prot.values:
+        total_e = cell_key("rw_events", "total")
+    if cell_key("rw_py", "total") in prot.values:
+        total_py = cell_key("rw_py", "total")
+    if total_e in prot.values and total_py in prot.values:
+        rows.append({"Days since course start": "All windows", "Patients": prot.count(patients_key(*OVERALL)),
+                     "Events": prot.count(total_e),
+                     "Person-years": format_estimate(prot.value(total_py), prot.is_suppressed(total_py), digits=1),
+                     "Rate per 1,000 PY": NOT_APPLICABLE, "95% CI": NOT_APPLICABLE})
+        # the total's rate is the all-serious overall rate of the incidence table
+        inc = data.incidence.filter((pl.col("outcome") == "all_serious") & (pl.col("stratifier") == "overall"))
+        if inc.height and total_e.startswith("events"):
+            r = inc.row(0, named=True)
+            hidden = prot.is_suppressed(total_e) or prot.is_suppressed(total_py)
+            rows[-1]["Rate per 1,000 PY"] = format_estimate(r["rate_per_1000py"], hidden)
+            rows[-1]["95% CI"] = format_interval(r["ci_lower"], r["ci_upper"], hidden)
+    cols = ["Days since course start", "Patients", "Events", "Person-years", "Rate per 1,000 PY", "95% CI"]
+    return Table("risk_windows", "Serious infection episodes by time since the start of the most recent course",
+                 _text_frame(rows, cols), ["Days since course start"], ["Patients", "Events"],
+                 notes=["Day 0 = first infusion day of the most recent alemtuzumab course (derived courses). "
+                        "Every serious episode and every day of follow-up falls in exactly one window; "
+                        "‘All windows’ equals the all-serious overall row of the incidence table. Patients: those with "
+                        "follow-up in the window (a patient is in several windows).", LEGEND])
+
+
+# ---------------------------------------------------------------------------------------------
+# cumulative incidence
+
+
+def cumulative_events(data: RunData) -> pl.DataFrame | None:
+    """method, outcome, stratifier, stratum, day, cum_events: the events each fixed-day estimate rests on
+    (results.cumulative_incidence.cumulative_events, else summed from the step curves)."""
+    ci = data.cumulative_incidence
+    if "cumulative_events" in ci.columns:
+        return ci.select("method", "outcome", "stratifier", "stratum", "day",
+                         pl.col("cumulative_events").alias("cum_events"))
+    curves = data.curves
+    if "n_events" not in curves.columns:
+        return None
+    keys = ["method", "outcome", "stratifier", "stratum"]
+    days = sorted(ci["day"].unique().to_list())
+    return pl.concat([curves.filter(pl.col("day") <= day).group_by(keys).agg(
+        pl.col("n_events").sum().alias("cum_events")).with_columns(pl.lit(day).alias("day")) for day in days])
+
+
+def cumulative_incidence_table(data: RunData, prot: Protection, method: str, outcome: str,
+                               cum_events: pl.DataFrame | None) -> Table:
+    ci = data.cumulative_incidence.filter((pl.col("method") == method) & (pl.col("outcome") == outcome))
+    days = sorted(ci["day"].unique().to_list())
+    ev = {}
+    if cum_events is not None:
+        for r in cum_events.filter((pl.col("method") == method) & (pl.col("outcome") == outcome)).iter_rows(named=True):
+            ev[(r["stratifier"], r["stratum"], r["day"])] = r["cum_events"]
+    by = {(r["stratifier"], r["stratum"], r["day"]): r for r in ci.iter_rows(named=True)}
+    strata = [k for k in stratum_order(data) if any((k[0], k[1], d) in by for d in days)]
+    rows = []
+    for s, st in strata:
+        row = {"Stratifier": STRATIFIERS.get(s, s), "Stratum": "All patients" if s == "overall" else st}
+        for d in days:
+            r = by.get((s, st, d))
+            col = f"Day {d}"
+            if r is None:
+                row[col] = NOT_APPLICABLE
+                continue
+            small_events = is_small(ev.get((s, st, d)))
+            hidden = (prot.is_suppressed(patients_key(s, st)) or small_events
+                      or (r["n_at_risk"] or 0) < 5)
+            est = format_estimate(r["estimate"], hidden, digits=2, percent=True)
+            interval = format_interval(r["ci_lower"], r["ci_upper"], digits=2, percent=True)
+            row[col] = est if est in (SUPPRESSED, NOT_APPLICABLE) or interval == NOT_APPLICABLE else f"{est} ({interval})"
+        rows.append(row)
+    cols = ["Stratifier", "Stratum"] + [f"Day {d}" for d in days]
+    title = f"Cumulative incidence (%) of {OUTCOMES.get(outcome, outcome).lower()}: {METHODS.get(method, method)}"
+    ci_text = ("Greenwood variance, log(−log) transformed" if method == "kaplan_meier"
+               else "as computed by the analysis (Aalen–Johansen)")
+    return Table(f"cuminc_{method}_{outcome}", title, _text_frame(rows, cols), ["Stratifier", "Stratum"], [],
+                 group_column="Stratifier", wide=len(days) > 4,
+                 notes=[f"Cumulative incidence in % with 95% CI ({ci_text}). Estimates resting on 1–4 events, "
+                        "or where fewer than 5 patients remain at risk, are suppressed.", LEGEND])
+
+
+def at_risk_frame(data: RunData) -> pl.DataFrame:
+    """outcome, stratifier, stratum, day, n_at_risk at the fixed days (from the Kaplan–Meier rows; the
+    Aalen–Johansen risk set is the same patients)."""
+    ci = data.cumulative_incidence
+    methods = ci["method"].unique().to_list()
+    base = "kaplan_meier" if "kaplan_meier" in methods else (methods[0] if methods else None)
+    frame = (ci.filter(pl.col("method") == base)
+             .select("outcome", "stratifier", "stratum", "day", pl.col("n_at_risk").cast(pl.Float64)))
+    return frame.unique(["outcome", "stratifier", "stratum", "day"]).sort("outcome", "stratifier", "stratum", "day")
+
+
+def at_risk_table(data: RunData, prot: Protection, outcome: str, stratifier: str) -> Table:
+    ar = data.cumulative_incidence.filter((pl.col("outcome") == outcome) & (pl.col("stratifier") == stratifier))
+    days = sorted(ar["day"].unique().to_list())
+    strata = [st for s, st in stratum_order(data) if s == stratifier
+              and ar.filter(pl.col("stratum") == st).height]
+    rows = []
+    for st in strata:
+        row = {"Stratum": "All patients" if stratifier == "overall" else st,
+               "Day 0": prot.count(patients_key(stratifier, st))}
+        for d in days:
+            key = cell_key("at_risk", outcome, stratifier, st, d)
+            row[f"Day {d}"] = prot.count(key) if key in prot.values else NOT_APPLICABLE
+        rows.append(row)
+    cols = ["Stratum", "Day 0"] + [f"Day {d}" for d in days]
+    label = STRATIFIERS.get(stratifier, stratifier)
+    return Table(f"at_risk_{outcome}_{stratifier}", f"Numbers at risk: {OUTCOMES.get(outcome, outcome).lower()}, "
+                 f"{label.lower() if stratifier != 'overall' else 'all patients'}",
+                 _text_frame(rows, cols), ["Stratum"], cols[1:])
+
+
+def logrank_table(data: RunData) -> Table:
+    lr = data.logrank
+    order = {s: i for i, s in enumerate(STRATIFIERS)}
+    outcome_order = {o: i for i, o in enumerate(OUTCOMES)}
+    rows = []
+    for r in lr.sort(pl.col("outcome").replace_strict(outcome_order, default=99),
+                     pl.col("stratifier").replace_strict(order, default=99)).iter_rows(named=True):
+        hidden = is_small(r.get("n_events"))  # a test resting on 1-4 events
+        rows.append({"Outcome": OUTCOMES.get(r["outcome"], r["outcome"]),
+                     "Stratifier": STRATIFIERS.get(r["stratifier"], r["stratifier"]),
+                     "Chi-square": format_estimate(r["chisq"], hidden, digits=2),
+                     "df": NOT_APPLICABLE if r["df"] is None else str(int(r["df"])),
+                     "p": format_p(r["p_value"], hidden)})
+    cols = ["Outcome", "Stratifier", "Chi-square", "df", "p"]
+    return Table("logrank", "Log-rank tests across the levels of each stratifier", _text_frame(rows, cols),
+                 ["Outcome", "Stratifier", "df"], [], group_column="Outcome",
+                 notes=["Log-rank test of equal hazards across the levels of the stratifier (death censored); df = levels "
+                        "with patients at risk at an event time − 1. Tests resting on 1–4 events are suppressed; — : no "
+                        "test possible (fewer than two levels with patients, or no events).", LEGEND])
+
+
+# ---------------------------------------------------------------------------------------------
+# Cox
+
+
+def cox_rows(data: RunData, prot: Protection, outcome: str) -> list[dict]:
+    """One row per variable level (reference first) with both models' estimates and suppression:
+    an HR is suppressed when its level or the reference level has 1-4 patients or events."""
+    cox = data.cox.filter((pl.col("outcome") == outcome) & (pl.col("variable") != "GLOBAL"))
+    present = set(cox["variable"].to_list())
+    variables = [v for v in STRATIFIERS if v in present] + sorted(present - set(STRATIFIERS))
+    est = {(r["model"], r["variable"], r["level"]): r for r in cox.iter_rows(named=True)}
+    term_ph = {}
+    for r in cox.iter_rows(named=True):
+        term_ph.setdefault((r["model"], r["variable"]), r.get("ph_p_value"))
+    out = []
+    for v in variables:
+        refs = [r for r in cox.filter(pl.col("variable") == v)["reference_level"].to_list() if r is not None] \
+            if "reference_level" in cox.columns else []
+        levels = list(data.levels.get(v, []))
+        reference = refs[0] if refs else (levels[0] if levels else None)
+        if reference in levels:
+            levels.remove(reference)
+        levels = [reference] + levels if reference is not None else levels
+
+        def small(level):
+            p = patients_key(v, level)
+            return ((p in prot.values and prot.is_suppressed(p))
+                    or is_small(prot.values.get(cell_key("events", outcome, v, level))))
+
+        for level in levels:
+            row = {"variable": v, "level": level, "reference": level == reference}
+            for model in ("univariable", "multivariable"):
+                in_model = (model, v) in term_ph
+                if level == reference:
+                    row[model] = {"reference": True, "present": in_model, "ph_p_value": term_ph.get((model, v))}
+                    continue
+                r = est.get((model, v, level))
+                if r is None:
+                    row[model] = None
+                    continue
+                hidden = small(level) or (reference is not None and small(reference))
+                finite = (r["hr"] is not None and math.isfinite(r["hr"]) and r["hr"] > 0
+                          and r.get("ci_lower") is not None and r.get("ci_upper") is not None
+                          and math.isfinite(r["ci_upper"]))
+                row[model] = {"reference": False, "hidden": hidden, "finite": finite, **r}
+            out.append(row)
+    return out
+
+
+def _ph_global(data: RunData, outcome: str) -> list[tuple[str, str, float | None]]:
+    """(model, covariates, p) of each model's global PH test (rows with variable GLOBAL)."""
+    cox = data.cox.filter((pl.col("outcome") == outcome) & (pl.col("variable") == "GLOBAL"))
+    order = {v: i for i, v in enumerate(STRATIFIERS)}
+    rows = [(r["model"], r.get("covariates") or "", r.get("ph_p_value")) for r in cox.iter_rows(named=True)]
+    return sorted(rows, key=lambda x: (x[0] != "univariable", order.get(x[1], 99), x[1]))
+
+
+def cox_table(data: RunData, prot: Protection, outcome: str) -> Table:
+    rows = []
+    for r in cox_rows(data, prot, outcome):
+        row = {"Variable": STRATIFIERS.get(r["variable"], r["variable"]), "Level": r["level"]}
+        for model, tag in (("univariable", "Univariable"), ("multivariable", "Multivariable")):
+            m = r.get(model)
+            if m is None or (m.get("reference") and not m.get("present")):
+                vals = [NOT_APPLICABLE, "", "", ""]
+            elif m.get("reference"):
+                vals = ["1.00 (ref.)", "", "", format_p(m.get("ph_p_value"))]
+            elif m["hidden"]:
+                vals = [SUPPRESSED, SUPPRESSED, SUPPRESSED, ""]
+            elif not m["finite"]:
+                vals = [NOT_APPLICABLE, NOT_APPLICABLE, NOT_APPLICABLE, ""]
+            else:
+                vals = [format_estimate(m["hr"]), format_interval(m["ci_lower"], m["ci_upper"]),
+                        format_p(m["p_value"]), ""]
+            for name, value in zip(("HR", "95% CI", "p", "PH p"), vals):
+                row[f"{tag} {name}"] = value
+        rows.append(row)
+    for model, covariates, p in _ph_global(data, outcome):
+        if model == "univariable":
+            continue  # one term: the model's global test is the term's test, on the reference row
+        label = "all terms" if model == "multivariable" else STRATIFIERS.get(covariates, covariates)
+        row = {"Variable": f"Global PH test, {model}", "Level": label}
+        for tag in ("Univariable", "Multivariable"):
+            for name in ("HR", "95% CI", "p", "PH p"):
+                row[f"{tag} {name}"] = ""
+        row[f"{'Univariable' if model == 'univariable' else 'Multivariable'} PH p"] = format_p(p)
+        rows.append(row)
+    cols = ["Variable", "Level"] + [f"{t} {n}" for t in ("Univariable", "Multivariable")
+                                    for n in ("HR", "95% CI", "p", "PH p")]
+    short = {c: c.split(" ", 1)[1] for c in cols[2:]}
+    return Table(f"cox_{outcome}", f"Cox proportional hazards: {OUTCOMES.get(outcome, outcome).lower()}",
+                 _text_frame(rows, cols), ["Variable", "Level"], [], group_column="Variable", wide=True,
+                 header_groups=[("", 2), ("Univariable", 4), ("Multivariable", 4)], short_names=short,
+                 notes=["Hazard ratios (HR) against the reference level with Wald 95% CI and Wald p; Efron ties; death "
+                        "censored. Univariable: one model per stratum variable. Multivariable: age group, sex, Charlson, "
+                        "prior DMTs, prior high-efficacy DMT and EDSS together. PH p (on the reference row): "
+                        "proportional-hazards test of the variable's term (for a univariable model also its global test); "
+                        "the last row tests all terms of the multivariable model together. An HR whose "
+                        "level or reference level has 1–4 patients or events is suppressed; — : not estimable (no "
+                        "events in the level, or the level is not in the model).", LEGEND])
+
+
+# ---------------------------------------------------------------------------------------------
+# data quality
+
+
+def deliveries_table(data: RunData, contract_reasons: dict[str, str]) -> Table:
+    rows = []
+    for r in data.deliveries.iter_rows(named=True):
+        reason = r["reason"] or ""
+        if r["status_at_run"] == "accepted":
+            reason = "analysed in this run"
+        elif r["status_at_run"] == "superseded" and r["status"] != "superseded":
+            reason = "not the site's current delivery at the time of the run"
+        folder = (r["folder"] or "").rstrip("/").split("/")[-1]
+        if folder and reason.startswith(r["folder"] or "\0"):
+            reason = folder + reason[len(r["folder"]):]
+        rows.append({"Delivery": str(r["delivery_id"]), "Folder": folder, "Site": r["site_id"] or NOT_APPLICABLE,
+                     "Data cut": str(r["data_cut"]) if r["data_cut"] else NOT_APPLICABLE,
+                     "Status": r["status_at_run"], "Reason": reason,
+                     "Received": r["received_at"].strftime("%Y-%m-%d %H:%M UTC") if r["received_at"] else ""})
+    cols = ["Delivery", "Folder", "Site", "Data cut", "Status", "Reason", "Received"]
+    return Table("dq_deliveries", "Deliveries received, with their status at the time of the run",
+                 _text_frame(rows, cols), cols, [],
+                 notes=["accepted: the site's current delivery, analysed in this run; superseded: replaced by a later "
+                        "delivery of the site; refused: nothing of it was loaded (the reason names the file)."])
+
+
+def delivery_rows_table(data: RunData, prot: Protection) -> Table:
+    rows = []
+    sites = dict(zip(data.deliveries["delivery_id"].to_list(), data.deliveries["site_id"].to_list())) \
+        if not data.deliveries.is_empty() else {}
+    for r in data.delivery_tables.iter_rows(named=True):
+        d, t = r["delivery_id"], r["table_name"]
+        rows.append({"Delivery": str(d), "Site": sites.get(d) or NOT_APPLICABLE, "Table": t,
+                     "Rows received": prot.count(cell_key("dq", d, t, "received")),
+                     "Rows loaded": prot.count(cell_key("dq", d, t, "loaded")),
+                     "Rows quarantined": prot.count(cell_key("dq", d, t, "quarantined"))})
+    cols = ["Delivery", "Site", "Table", "Rows received", "Rows loaded", "Rows quarantined"]
+    return Table("dq_rows", "Rows received, loaded and quarantined per delivery and table", _text_frame(rows, cols),
+                 ["Delivery", "Site", "Table"], cols[3:], group_column="Delivery",
+                 notes=["Received = loaded + quarantined. Refused deliveries load nothing and are not listed.", LEGEND])
+
+
+def quarantine_table(data: RunData, prot: Protection) -> Table:
+    rows = []
+    sites = dict(zip(data.deliveries["delivery_id"].to_list(), data.deliveries["site_id"].to_list())) \
+        if not data.deliveries.is_empty() else {}
+    for r in data.quarantine.iter_rows(named=True):
+        d, t, reason = r["delivery_id"], r["table_name"], r["reason"]
+        rows.append({"Delivery": str(d), "Site": sites.get(d) or NOT_APPLICABLE, "Table": t, "Reason": reason,
+                     "Rows": prot.count(cell_key("dq_reason", d, t, reason))})
+    cols = ["Delivery", "Site", "Table", "Reason", "Rows"]
+    return Table("dq_quarantine", "Quarantined rows per delivery, table and reason", _text_frame(rows, cols),
+                 ["Delivery", "Site", "Table", "Reason"], ["Rows"], group_column="Delivery",
+                 notes=["Reason of the first contract rule a row broke (codes explained in the next table); "
+                        "patient_quarantined and no_follow_up follow from another quarantined row. The rows of a "
+                        "delivery and table add up to its quarantined rows in the table above.", LEGEND])
+
+
+def reasons_table(data: RunData, contract_reasons: dict[str, str]) -> Table:
+    used = set(data.quarantine["reason"].to_list()) if not data.quarantine.is_empty() else set()
+    rows = [{"Reason": code, "Meaning": meaning} for code, meaning in contract_reasons.items() if code in used]
+    rows += [{"Reason": code, "Meaning": ""} for code in sorted(used - set(contract_reasons))]
+    return Table("dq_reasons", "Quarantine reason codes of the extract contract", _text_frame(rows, ["Reason", "Meaning"]),
+                 ["Reason", "Meaning"], [])
