@@ -1,35 +1,15 @@
 -- cohort.attrition
 -- Purpose: the cohort attrition (SAP 1): patients kept and excluded at each step, in the SAP order.
 -- Grain:   one row per SAP attrition step (1 to 5), all sites pooled.
--- Rules:   n_remaining = patients still in after the step; n_excluded = patients who fail it
---          (first failed step only), so n_remaining(step) = n_remaining(step - 1) - n_excluded(step).
---          Step 1 counts as excluded the patient rows of the sites' current deliveries that broke
---          the extract contract (audit.quarantine): they never reach staging, and a regulator
---          reading the attrition should see them (details in the data-quality annex, SAP A7).
+-- Rules:   the sum over sites of cohort.attrition_by_site (where the rules are written down).
 CREATE OR REPLACE TABLE cohort.attrition AS
-WITH attrition_step(step, description) AS (
-    VALUES
-        (1, 'Patients in the accepted deliveries (valid patient row)'),
-        (2, 'With at least one valid alemtuzumab infusion'),
-        (3, 'MS course RRMS'),
-        (4, 'Age at index >= 18 years (year(index) - birth_year)'),
-        (5, 'End of follow-up on or after the index date')
-),
-quarantined_patient AS (
-    SELECT count(*) AS n
-    FROM audit.quarantine AS q
-    JOIN audit.deliveries AS d USING (delivery_id)
-    WHERE d.status = 'accepted' AND q.table_name = 'patients'
-)
 SELECT
-    CAST(s.step AS INTEGER) AS step,
+    s.step,
     s.description,
-    count(e.patient_id) FILTER (WHERE e.excluded_at_step IS NULL OR e.excluded_at_step > s.step) AS n_remaining,
-    CASE WHEN s.step = 1 THEN any_value(qp.n)
-         ELSE count(e.patient_id) FILTER (WHERE e.excluded_at_step = s.step) END AS n_excluded
-FROM attrition_step AS s
-CROSS JOIN quarantined_patient AS qp
-LEFT JOIN cohort.eligibility AS e ON true
+    CAST(coalesce(sum(a.n_remaining), 0) AS BIGINT) AS n_remaining,
+    CAST(coalesce(sum(a.n_excluded), 0) AS BIGINT) AS n_excluded
+FROM cohort.attrition_steps AS s
+LEFT JOIN cohort.attrition_by_site AS a USING (step)
 GROUP BY s.step, s.description
 ORDER BY s.step;
 
