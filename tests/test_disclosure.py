@@ -149,7 +149,6 @@ patient = st.fixed_dictionaries({
 
 def _study(patients: list[dict], excluded: list[int], quarantined: list[int]) -> RunData:
     """A RunData whose tables all come from one list of patients, so every margin adds up as in a real run."""
-    frame = pl.DataFrame(patients) if patients else pl.DataFrame(schema={k: pl.Utf8 for k in STRATA})
     inc_rows, ci_rows = [], []
     for outcome in ("first_serious", "all_serious", "first_opportunistic"):
         for stratifier, levels in [("overall", ["all"]), *STRATA.items()]:

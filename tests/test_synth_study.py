@@ -1,7 +1,6 @@
 """A generated study end to end through the plain functions: the ingest finds exactly the faults the
 generator injected, and the cohort recovers the generator's own truth for every patient."""
 
-import duckdb
 import pytest
 
 from vigil import warehouse

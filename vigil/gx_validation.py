@@ -387,7 +387,6 @@ def validate_delivery(gx_dir: Path, delivery_label: str, frames: Mapping[str, "p
     delivery. The suites carry this delivery's data cut and row counts; the stored validation
     results keep the expectations as they were run. Validate one delivery at a time per gx_dir.
     """
-    import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 

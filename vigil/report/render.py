@@ -180,7 +180,6 @@ def _check_disclosure(tables: list[T.Table]) -> None:
 
 def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tuple[list[Section], dict]:
     contract = load_contract()
-    rid = data.run["run_id"]
     outcomes = [o for o in OUTCOMES if o in set(data.incidence["outcome"].to_list())]
 
     cover_section = Section("cover", "", "Cover")
