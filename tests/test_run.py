@@ -70,3 +70,27 @@ def test_only_the_last_snapshots_are_kept(loaded):
         run_module.publish_snapshot(db, run_id)
     kept = sorted(p.name for p in run_module.snapshot_dir(db).glob("vigil-run-*.duckdb"))
     assert len(kept) == run_module.SNAPSHOTS_KEPT and kept[-1] == f"vigil-run-{run_module.SNAPSHOTS_KEPT + 2:06d}.duckdb"
+
+
+FORBIDDEN_TO_ANALYSTS = [
+    "INSERT INTO results.runs SELECT * FROM results.runs",
+    "CREATE TABLE scratch (a INTEGER)",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "COPY staging.patients TO '/tmp/vigil-leak.csv'",
+    "ATTACH '/tmp/vigil-other.duckdb'",
+    "INSTALL httpfs",
+    "SET enable_external_access = true",
+    "SET threads = 1",
+]
+
+
+def test_an_analyst_connection_to_the_snapshot_can_only_read_it(loaded):
+    con, db = loaded
+    summary = run_module.analyse(con)
+    con.close()
+    analyst = run_module.open_snapshot(run_module.publish_snapshot(db, summary.run_id))
+    assert analyst.execute("SELECT count(*) FROM staging.patients").fetchone()[0] > 0
+    for statement in FORBIDDEN_TO_ANALYSTS:
+        with pytest.raises(duckdb.Error):
+            analyst.execute(statement)
+    analyst.close()

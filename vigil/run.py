@@ -100,6 +100,15 @@ def current_snapshot(db_path: Path) -> Path:
     return snapshot_dir(db_path) / "current.duckdb"
 
 
+# How an analyst opens a snapshot: it cannot write, read or write other files (COPY, read_csv,
+# ATTACH), install extensions or change these settings.
+ANALYST_CONFIG = {"enable_external_access": False, "lock_configuration": True}
+
+
+def open_snapshot(path: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(path), read_only=True, config=dict(ANALYST_CONFIG))
+
+
 def publish_snapshot(db_path: Path, run_id: int) -> Path:
     """Copy the checkpointed warehouse to snapshots/vigil-run-<N>.duckdb and point current.duckdb at it.
 
