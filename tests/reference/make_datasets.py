@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from vigil.synth import SERIOUS_INFECTION_HAZARD_RATIOS
+
 LEVELS = {
     "age_group": (["18-29", "30-39", "40-49", ">=50"], [0.25, 0.35, 0.25, 0.15]),
     "sex": (["F", "M", "U"], [0.68, 0.31, 0.01]),
@@ -34,14 +36,7 @@ LEVELS = {
     "prior_high_efficacy": (["N", "Y"], [0.60, 0.40]),
     "edss": (["0-2.5", "3.0-5.5", ">=6.0", "unknown"], [0.45, 0.35, 0.10, 0.10]),
 }
-HAZARD_RATIOS = {
-    "charlson": {"1": 1.3, ">=2": 1.8},
-    "prior_dmt": {"1": 1.2, ">=2": 1.5},
-    "prior_high_efficacy": {"Y": 1.4},
-    "edss": {"3.0-5.5": 1.3, ">=6.0": 1.8},
-    "age_group": {"30-39": 1.1, "40-49": 1.25, ">=50": 1.5},
-    "sex": {"M": 1.15},
-}
+HAZARD_RATIOS = SERIOUS_INFECTION_HAZARD_RATIOS  # the generator's known answers
 STRATA = ["site", "sex", "age_group", "charlson", "prior_dmt", "prior_high_efficacy", "edss"]
 
 
