@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -236,6 +237,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a defect, not bad input (bad input is refused with its own message)
+        if os.environ.get("VIGIL_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}\n(set VIGIL_DEBUG=1 to see where it happened)")
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":
