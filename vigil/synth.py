@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from vigil.codelists import read_codelist
 from vigil.contract import Contract, load_contract
 
 # ---------------------------------------------------------------------------------------------
@@ -67,44 +68,46 @@ MIN_PATIENTS_PER_SITE = 20  # every attrition step gets at least one patient per
 MIN_PATIENTS_PER_SITE_WITH_FAULTS = 150  # each fault takes its own patient
 REFUSED_DELIVERY_PATIENTS = 50
 
-HIGH_EFFICACY_DMT = frozenset("FTY SIPO OZA PONE NTZ OCR OFA RTX CLAD MITOX DAC".split())  # DTS section 2
+HIGH_EFFICACY_DMT = frozenset(row[0] for row in read_codelist("dmt_classes").rows if row[2] == "Y")
 
-# Charlson categories: Charlson (1987) weight, ICD-10 codes of the Quan et al. (2005) algorithm
-# that the generator writes, and the 3-character blocks Quan assigns whole to the category (the
+# Charlson categories (named as in codelists/charlson_quan2005_icd10.csv): ICD-10 codes of the
+# Quan et al. (2005) algorithm that the generator writes, and the 3-character blocks Quan assigns whole to the category (the
 # bare block, e.g. I21, may then be written; E11, K70, I85 are split between categories).
-CHARLSON: dict[str, tuple[int, tuple[str, ...], frozenset[str]]] = {
-    "myocardial_infarction": (1, ("I21.0", "I21.4", "I21.9", "I22.9", "I25.2"), frozenset({"I21", "I22"})),
-    "congestive_heart_failure": (1, ("I50.0", "I50.1", "I50.9", "I11.0", "I13.0", "I42.0", "I42.9", "I43.1"),
+CHARLSON: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    "myocardial_infarction": (("I21.0", "I21.4", "I21.9", "I22.9", "I25.2"), frozenset({"I21", "I22"})),
+    "congestive_heart_failure": (("I50.0", "I50.1", "I50.9", "I11.0", "I13.0", "I42.0", "I42.9", "I43.1"),
                                  frozenset({"I50", "I43"})),
-    "peripheral_vascular": (1, ("I70.2", "I71.4", "I73.9", "I77.1", "K55.1", "Z95.8"), frozenset({"I70", "I71"})),
-    "cerebrovascular": (1, ("G45.9", "I63.5", "I63.9", "I61.0", "I69.3", "H34.0"),
+    "peripheral_vascular_disease": (("I70.2", "I71.4", "I73.9", "I77.1", "K55.1", "Z95.8"), frozenset({"I70", "I71"})),
+    "cerebrovascular_disease": (("G45.9", "I63.5", "I63.9", "I61.0", "I69.3", "H34.0"),
                         frozenset({"G45", "I63", "I61", "I69"})),
-    "dementia": (1, ("F00.1", "F01.1", "G30.1", "G30.9", "G31.1", "F05.1"), frozenset({"F00", "F01", "G30"})),
-    "chronic_pulmonary": (1, ("J44.1", "J44.9", "J45.0", "J45.9", "J43.9", "J41.0", "J67.0", "I27.9"),
+    "dementia": (("F00.1", "F01.1", "G30.1", "G30.9", "G31.1", "F05.1"), frozenset({"F00", "F01", "G30"})),
+    "chronic_pulmonary_disease": (("J44.1", "J44.9", "J45.0", "J45.9", "J43.9", "J41.0", "J67.0", "I27.9"),
                           frozenset({"J44", "J45", "J43", "J41"})),
-    "rheumatic": (1, ("M05.8", "M06.9", "M32.1", "M33.2", "M34.0", "M35.3", "M31.5"),
+    "rheumatic_disease": (("M05.8", "M06.9", "M32.1", "M33.2", "M34.0", "M35.3", "M31.5"),
                   frozenset({"M05", "M06", "M32", "M33", "M34"})),
-    "peptic_ulcer": (1, ("K25.9", "K26.7", "K27.9", "K28.3"), frozenset({"K25", "K26", "K27", "K28"})),
-    "mild_liver": (1, ("B18.2", "K70.3", "K73.2", "K74.6", "K76.0", "Z94.4"), frozenset({"B18", "K73", "K74"})),
-    "diabetes": (1, ("E10.9", "E11.1", "E11.8", "E11.9", "E13.9", "E14.9"), frozenset()),
-    "diabetes_complications": (2, ("E10.2", "E11.2", "E11.3", "E11.4", "E11.5", "E14.7"), frozenset()),
-    "hemiplegia_paraplegia": (2, ("G81.9", "G82.2", "G83.4", "G80.1", "G04.1"), frozenset({"G81", "G82"})),
-    "renal": (2, ("N18.5", "N18.9", "I12.0", "Z99.2", "Z49.1", "N05.3", "N03.2", "N25.0"), frozenset({"N18"})),
-    "malignancy": (2, ("C50.4", "C50.9", "C18.7", "C34.1", "C43.5", "C71.9", "C85.9", "C91.1"),
+    "peptic_ulcer_disease": (("K25.9", "K26.7", "K27.9", "K28.3"), frozenset({"K25", "K26", "K27", "K28"})),
+    "mild_liver_disease": (("B18.2", "K70.3", "K73.2", "K74.6", "K76.0", "Z94.4"), frozenset({"B18", "K73", "K74"})),
+    "diabetes_without_complication": (("E10.9", "E11.1", "E11.8", "E11.9", "E13.9", "E14.9"), frozenset()),
+    "diabetes_with_complication": (("E10.2", "E11.2", "E11.3", "E11.4", "E11.5", "E14.7"), frozenset()),
+    "hemiplegia_paraplegia": (("G81.9", "G82.2", "G83.4", "G80.1", "G04.1"), frozenset({"G81", "G82"})),
+    "renal_disease": (("N18.5", "N18.9", "I12.0", "Z99.2", "Z49.1", "N05.3", "N03.2", "N25.0"), frozenset({"N18"})),
+    "any_malignancy": (("C50.4", "C50.9", "C18.7", "C34.1", "C43.5", "C71.9", "C85.9", "C91.1"),
                    frozenset({"C50", "C18", "C34", "C43", "C71", "C85", "C91"})),
-    "severe_liver": (3, ("I85.0", "I85.9", "K70.4", "K72.1", "K72.9", "K76.6"), frozenset()),
-    "metastatic_solid_tumour": (6, ("C77.2", "C78.0", "C78.7", "C79.3", "C79.5"), frozenset({"C77", "C78", "C79"})),
-    "hiv_aids": (6, ("B20.0", "B20.6", "B21.0", "B22.7"), frozenset({"B20", "B21", "B22"})),
+    "moderate_severe_liver_disease": (("I85.0", "I85.9", "K70.4", "K72.1", "K72.9", "K76.6"), frozenset()),
+    "metastatic_solid_tumour": (("C77.2", "C78.0", "C78.7", "C79.3", "C79.5"), frozenset({"C77", "C78", "C79"})),
+    "aids_hiv": (("B20.0", "B20.6", "B21.0", "B22.7"), frozenset({"B20", "B21", "B22"})),
 }
-# Where both the mild and the severe form are present only the severe one counts (SAP section 3).
-CHARLSON_HIERARCHY = {"mild_liver": "severe_liver", "diabetes": "diabetes_complications",
-                      "malignancy": "metastatic_solid_tumour"}
+# Weights (Charlson 1987) and the mild/severe hierarchy (where both are present only the severe
+# form counts, SAP section 3) come from the study code list, not from a copy here.
+_CHARLSON_LIST = read_codelist("charlson_quan2005_icd10")
+CHARLSON_WEIGHT = {row[0]: row[2] for row in _CHARLSON_LIST.rows}
+CHARLSON_HIERARCHY = {row[0]: row[3] for row in _CHARLSON_LIST.rows if row[3] is not None}
 # How often each category is drawn for a diagnosis (relative): an MS population, mostly young.
 _CHARLSON_FREQUENCY = {
-    "chronic_pulmonary": 18, "diabetes": 12, "cerebrovascular": 9, "rheumatic": 8, "malignancy": 8,
-    "hemiplegia_paraplegia": 7, "renal": 5, "mild_liver": 5, "peptic_ulcer": 5, "myocardial_infarction": 4,
-    "diabetes_complications": 4, "congestive_heart_failure": 3, "peripheral_vascular": 3,
-    "metastatic_solid_tumour": 2, "hiv_aids": 2, "dementia": 1, "severe_liver": 1,
+    "chronic_pulmonary_disease": 18, "diabetes_without_complication": 12, "cerebrovascular_disease": 9, "rheumatic_disease": 8, "any_malignancy": 8,
+    "hemiplegia_paraplegia": 7, "renal_disease": 5, "mild_liver_disease": 5, "peptic_ulcer_disease": 5, "myocardial_infarction": 4,
+    "diabetes_with_complication": 4, "congestive_heart_failure": 3, "peripheral_vascular_disease": 3,
+    "metastatic_solid_tumour": 2, "aids_hiv": 2, "dementia": 1, "moderate_severe_liver_disease": 1,
 }
 # Diagnoses outside every Charlson category; G35 is multiple sclerosis itself.
 NON_CHARLSON_CODES = ("G35", "E03.9", "F32.9", "F41.1", "M54.5", "I10", "E66.9", "N39.0", "D50.9", "K21.9", "H46")
@@ -198,14 +201,14 @@ _CATEGORIES = list(CHARLSON)
 # Every Charlson code the generator writes, one row per code, one column per written form;
 # a category's codes are rows _CATEGORY_FIRST[c] .. + _CATEGORY_SIZE[c].
 _CHARLSON_FORMS = np.array([_render_codes(code, code.split(".")[0] in blocks)
-                            for _, codes, blocks in CHARLSON.values() for code in codes])
-_CATEGORY_SIZE = np.array([len(codes) for _, codes, _ in CHARLSON.values()])
+                            for codes, blocks in CHARLSON.values() for code in codes])
+_CATEGORY_SIZE = np.array([len(codes) for codes, _ in CHARLSON.values()])
 _CATEGORY_FIRST = np.cumsum(_CATEGORY_SIZE) - _CATEGORY_SIZE
 _OTHER_FORMS = np.array([_render_codes(code, True) for code in NON_CHARLSON_CODES])
 _CODE_CATEGORY = pl.DataFrame(
     {"icd10_code": _CHARLSON_FORMS.ravel(),
      "category": np.repeat(np.repeat(_CATEGORIES, _CATEGORY_SIZE), 5),
-     "weight": np.repeat(np.repeat([w for w, _, _ in CHARLSON.values()], _CATEGORY_SIZE), 5).astype(np.int32)},
+     "weight": np.repeat(np.repeat([CHARLSON_WEIGHT[c] for c in CHARLSON], _CATEGORY_SIZE), 5).astype(np.int32)},
 ).unique(maintain_order=True)
 if _CODE_CATEGORY["icd10_code"].is_duplicated().any():  # a written code must mean one category
     raise ValueError("synth: an ICD-10 rendering maps to two Charlson categories")
@@ -745,7 +748,7 @@ def _baseline(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
         .filter(pl.col("diagnosis_date").is_null() | (pl.col("diagnosis_date") <= pl.col("index_date")))
         .join(_CODE_CATEGORY, on="icd10_code").unique(["patient_id", "category"])
         .group_by("patient_id").agg(charlson=pl.col("weight").sum() - pl.sum_horizontal(
-            (has[mild] & has[severe]).cast(pl.Int32) * CHARLSON[mild][0]
+            (has[mild] & has[severe]).cast(pl.Int32) * CHARLSON_WEIGHT[mild]
             for mild, severe in CHARLSON_HIERARCHY.items())))
     dmt = (tables["dmt_history"].join(keyed, on="patient_id").filter(pl.col("start_date") < pl.col("index_date"))
            .group_by("patient_id").agg(prior_dmt=pl.col("dmt_code").n_unique(),
