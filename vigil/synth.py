@@ -348,6 +348,9 @@ def _weights(labels: list[str], frequency: dict[str, float]) -> np.ndarray:
     return w / w.sum()
 
 
+_CATEGORY_WEIGHTS = _weights(_CATEGORIES, _CHARLSON_FREQUENCY)
+
+
 def _pick(labels, index: np.ndarray) -> pl.Series:
     """labels[index] as a string series; index -1 = missing."""
     options = pl.Series(list(labels) + [None], dtype=pl.String)
@@ -548,7 +551,7 @@ def _comorbidities(s: _Site, rng: np.random.Generator) -> dict:
     owners, days, texts = [], [], []
     # Charlson diagnoses up to the index date, or undated: these count.
     owner, _ = _expand(rng.choice(4, n, p=[0.62, 0.22, 0.10, 0.06]))
-    category = rng.choice(len(_CATEGORIES), len(owner), p=_weights(_CATEGORIES, _CHARLSON_FREQUENCY))
+    category = rng.choice(len(_CATEGORIES), len(owner), p=_CATEGORY_WEIGHTS)
     # Both the mild and the severe form for some: only the severe one counts.
     both = np.flatnonzero(rng.random(n) < 0.02)
     pair = rng.choice(list(CHARLSON_HIERARCHY.items()), len(both))
@@ -562,7 +565,7 @@ def _comorbidities(s: _Site, rng: np.random.Generator) -> dict:
     owners.append(later)
     days.append(s.index0[later] + 1 + np.floor(rng.random(len(later)) * (s.end[later] - s.index0[later])))
     category = np.concatenate([category, rng.choice(len(_CATEGORIES), len(later),
-                                                    p=_weights(_CATEGORIES, _CHARLSON_FREQUENCY))])
+                                                    p=_CATEGORY_WEIGHTS)])
     texts.append(written(_CHARLSON_FORMS, _CATEGORY_FIRST[category], _CATEGORY_SIZE[category]))
     # Outside the Charlson index: G35 (row 0) for most, other diagnoses before and after index.
     ms = np.flatnonzero(rng.random(n) < 0.7)

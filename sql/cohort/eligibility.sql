@@ -15,16 +15,6 @@ WITH index_date AS (
     FROM staging.alemtuzumab_infusions
     GROUP BY patient_id
 ),
-exit_date AS (
-    SELECT
-        p.patient_id,
-        f.followup_end_date,
-        f.end_reason,
-        f.death_date,
-        least(f.followup_end_date, coalesce(f.death_date, f.followup_end_date), p.data_cut) AS exit_date
-    FROM staging.patients AS p
-    JOIN staging.follow_up AS f USING (patient_id)
-),
 patient AS (
     SELECT
         p.patient_id,
@@ -36,29 +26,34 @@ patient AS (
         p.ms_course,
         i.index_date,
         CAST(year(i.index_date) - p.birth_year AS INTEGER) AS age_at_index,
-        e.followup_end_date,
-        e.end_reason,
-        e.death_date,
-        e.exit_date
+        f.followup_end_date,
+        f.end_reason,
+        f.death_date,
+        least(f.followup_end_date, f.death_date, p.data_cut) AS exit_date  -- least() skips a NULL death_date
     FROM staging.patients AS p
     LEFT JOIN index_date AS i USING (patient_id)
-    LEFT JOIN exit_date AS e USING (patient_id)
+    LEFT JOIN staging.follow_up AS f USING (patient_id)
+),
+step AS (
+    SELECT
+        *,
+        CASE
+            WHEN index_date IS NULL THEN 2
+            WHEN ms_course IS DISTINCT FROM 'RRMS' THEN 3
+            WHEN age_at_index < 18 THEN 4
+            WHEN exit_date IS NULL OR exit_date < index_date THEN 5
+        END AS excluded_at_step
+    FROM patient
 )
 SELECT
     *,
-    CASE
-        WHEN index_date IS NULL THEN 2
-        WHEN ms_course IS DISTINCT FROM 'RRMS' THEN 3
-        WHEN age_at_index < 18 THEN 4
-        WHEN exit_date IS NULL OR exit_date < index_date THEN 5
-    END AS excluded_at_step,
-    CASE
-        WHEN index_date IS NULL THEN 'no valid alemtuzumab infusion'
-        WHEN ms_course IS DISTINCT FROM 'RRMS' THEN 'ms_course is not RRMS'
-        WHEN age_at_index < 18 THEN 'age at index under 18'
-        WHEN exit_date IS NULL OR exit_date < index_date THEN 'end of follow-up before the index date'
+    CASE excluded_at_step
+        WHEN 2 THEN 'no valid alemtuzumab infusion'
+        WHEN 3 THEN 'ms_course is not RRMS'
+        WHEN 4 THEN 'age at index under 18'
+        WHEN 5 THEN 'end of follow-up before the index date'
     END AS exclusion_reason
-FROM patient
+FROM step
 ORDER BY patient_id;
 
 COMMENT ON TABLE cohort.eligibility IS 'Every patient of the accepted deliveries with index date, exit date and the SAP attrition step at which the patient is excluded (NULL = in the cohort). Grain: patient in staging.patients. SAP 1.';
