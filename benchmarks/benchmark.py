@@ -28,15 +28,12 @@ def stage_synth(out: Path, patients: int) -> dict:
 
 def stage_ingest(landing: Path, db: Path) -> dict:
     from vigil import warehouse
-    from vigil.contract import load_contract
-    from vigil.delivery import find_deliveries
-    from vigil.ingest import delivery_order, ingest_delivery
+    from vigil.ingest import ingest_all
 
     con = warehouse.connect(db)
     warehouse.create_layout(con)
     statuses, steps = [], {}
-    for folder in delivery_order(find_deliveries([landing], load_contract())):
-        outcome = ingest_delivery(con, folder, warehouse.gx_dir_for(db))
+    for outcome in ingest_all(con, [landing], warehouse.gx_dir_for(db)):
         statuses.append(outcome.status)
         for step, seconds in outcome.seconds.items():
             steps[step] = round(steps.get(step, 0) + seconds, 2)

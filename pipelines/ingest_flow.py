@@ -16,8 +16,7 @@ from vigil.ingest import LoadOutcome, delivery_order, ingest_delivery
 
 @task(name="find deliveries", cache_policy=NO_CACHE)
 def find_deliveries_task(paths: list[Path]) -> list[Path]:
-    contract = load_contract()
-    return delivery_order(find_deliveries(paths, contract), contract)
+    return delivery_order(find_deliveries(paths, load_contract()))
 
 
 @task(name="prepare warehouse", cache_policy=NO_CACHE)

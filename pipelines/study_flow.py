@@ -45,16 +45,12 @@ def study_pipeline(landing: list[Path], db_path: Path, out: Path | None = None, 
                    today: date | None = None) -> dict:
     """Ingest -> analyse -> report -> snapshot. out: report folder (default: report/ beside the warehouse).
     only_if_new: skip the rest when no delivery was accepted (the landing-folder watch)."""
-    out = out or default_report_dir(db_path)
+    out = out or warehouse.default_report_dir(db_path)
     outcomes = ingest_flow(landing, db_path, today)
     if only_if_new and not any(o.status == "accepted" for o in outcomes):
         get_run_logger().info("no new or corrected delivery: nothing to analyse")
-        return {"deliveries": outcomes, "run": None, "report": None, "snapshot": None}
+        return {"deliveries": outcomes, "run": None, "report": None}
     summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path), "out": str(out)})
     report = report_task(db_path, out, summary.run_id)
-    snapshot = publish_task(db_path, summary.run_id)
-    return {"deliveries": outcomes, "run": summary, "report": report, "snapshot": snapshot}
-
-
-def default_report_dir(db_path: Path) -> Path:
-    return db_path.parent / "report"
+    summary.snapshot = publish_task(db_path, summary.run_id)
+    return {"deliveries": outcomes, "run": summary, "report": report}

@@ -17,7 +17,7 @@ import pytest
 
 from vigil import gx_validation as gv
 from vigil.contract import load_contract
-from vigil.rules import typed_expression, violation_sql, year_columns
+from vigil.rules import frame_columns, typed_expression, violation_sql
 
 CONTRACT = load_contract()
 DATA_CUT = date(2026, 6, 30)
@@ -69,13 +69,7 @@ def build_frame(table_name: str, rows: list[dict], data_cut: date = DATA_CUT):
     con.execute("CREATE TABLE raw (_row BIGINT, " + ", ".join(f"{c} VARCHAR" for c in text_columns) + ")")
     con.executemany(f"INSERT INTO raw VALUES ({', '.join(['?'] * (len(text_columns) + 1))})",
                     [[i] + [row.get(c) for c in text_columns] for i, row in enumerate(rows, start=1)])
-    select = ["_row"]
-    for c in table.columns:
-        select.append(f"{typed_expression(contract, c.type, c.name)} AS {c.name}")
-        if c.type != "str":
-            select.append(f"{c.name} AS {c.name}__raw")
-    for c in year_columns(table):
-        select.append(f"year({typed_expression(contract, table.column(c).type, c)}) AS {c}__year")
+    select = ["_row", *frame_columns(contract, table)]
     for c in context_columns:
         select.append(f"{typed_expression(contract, _context_type(c), c)} AS {c}")
     con.execute(f"CREATE TABLE frame AS SELECT {', '.join(select)} FROM raw")

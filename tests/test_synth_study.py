@@ -6,8 +6,7 @@ import pytest
 from vigil import warehouse
 from vigil.cohort import build_cohort
 from vigil.contract import load_contract
-from vigil.delivery import find_deliveries
-from vigil.ingest import delivery_order, ingest_delivery
+from vigil.ingest import ingest_all
 from vigil.synth import synthesize_study
 
 
@@ -18,8 +17,7 @@ def study(tmp_path_factory):
     db = root / "wh" / "vigil.duckdb"
     con = warehouse.connect(db)
     warehouse.create_layout(con)
-    folders = delivery_order(find_deliveries([root / "landing"], load_contract()))
-    outcomes = [ingest_delivery(con, folder, warehouse.gx_dir_for(db)) for folder in folders]
+    outcomes = ingest_all(con, [root / "landing"], warehouse.gx_dir_for(db))
     con.execute("BEGIN")
     build_cohort(con, run_id=1)
     con.execute("COMMIT")

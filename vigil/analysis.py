@@ -26,11 +26,11 @@ import numpy as np
 import polars as pl
 
 from vigil import survival as sv
-from vigil.sqlfiles import SQL_DIR, SqlFile, run_file
+from vigil.sqlfiles import run_file, sql_file
 
 RESULT_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
                  "logrank", "cox")
-RESULT_SQL = {name: SqlFile("results", name, SQL_DIR / "results" / f"{name}.sql") for name in RESULT_TABLES}
+RESULT_SQL = {name: sql_file("results", name) for name in RESULT_TABLES}
 
 FIRST_EVENT_OUTCOMES = ("first_serious", "first_opportunistic")
 INCIDENCE_OUTCOMES = ("first_serious", "all_serious", "first_opportunistic")
@@ -45,9 +45,8 @@ MISSING = "(missing)"   # a NULL stratum value, which the cohort SQL never produ
 
 
 def create_results_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("CREATE SCHEMA IF NOT EXISTS results")
-    for sql_file in RESULT_SQL.values():
-        run_file(con, sql_file)
+    for file in RESULT_SQL.values():
+        run_file(con, file)
 
 
 def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:

@@ -29,6 +29,12 @@ def _fail(message: str, code: int = EXIT_FAILED) -> None:
     raise typer.Exit(code)
 
 
+def _require_folders(paths: list[Path]) -> None:
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        _fail(f"not a folder: {', '.join(missing)}", EXIT_USAGE)
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the deliveries into.")],
@@ -81,9 +87,7 @@ def ingest(
     """
     from vigil.warehouse import WarehouseBusy, resolve_db
 
-    missing = [str(p) for p in paths if not p.is_dir()]
-    if missing:
-        _fail(f"not a folder: {', '.join(missing)}", EXIT_USAGE)
+    _require_folders(paths)
     try:
         today_date = date.fromisoformat(today) if today else None
     except ValueError:
@@ -157,7 +161,6 @@ def report(
     run_id: Annotated[Optional[int], typer.Option("--run", help="Run to report (default: the latest).")] = None,
 ) -> None:
     """Render the incidence report of a run: report.html, report.pdf and tables/ (disclosure-controlled)."""
-    from pipelines.study_flow import default_report_dir
     from vigil import warehouse
     from vigil.report import ReportError, render_report
 
@@ -166,7 +169,7 @@ def report(
         _fail(f"{db_path} does not exist: ingest and analyse first", EXIT_USAGE)
     try:
         with console.status("rendering the report"):
-            result = render_report(db_path, out or default_report_dir(db_path), run_id)
+            result = render_report(db_path, out or warehouse.default_report_dir(db_path), run_id)
     except ReportError as exc:
         _fail(str(exc))
     print_report(result)
@@ -181,9 +184,7 @@ def run(
     """The whole study pipeline as one Prefect flow: ingest, analyse, report, publish the snapshot."""
     from vigil import warehouse
 
-    missing = [str(p) for p in paths if not p.is_dir()]
-    if missing:
-        _fail(f"not a folder: {', '.join(missing)}", EXIT_USAGE)
+    _require_folders(paths)
     from pipelines.study_flow import study_pipeline
     from vigil.report import ReportError
 
@@ -193,7 +194,6 @@ def run(
     except (warehouse.WarehouseBusy, warehouse.LoadFailed, ReportError) as exc:
         _fail(str(exc))
     print_ingest_summary(result["deliveries"])
-    result["run"].snapshot = result["snapshot"]
     print_run_summary(result["run"])
     print_report(result["report"])
     if any(o.status == "refused" for o in result["deliveries"]):
@@ -208,17 +208,19 @@ def demo(
     """Synthesize a small study with faults into a landing folder and run the whole pipeline on it."""
     import shutil
 
+    from vigil.warehouse import default_report_dir
+
     shutil.rmtree(out, ignore_errors=True)
-    landing = out / "landing"
+    landing, db = out / "landing", out / "warehouse" / "vigil.duckdb"
     synth(landing, patients=patients, sites=3, seed=1, faults=True, fmt="csv")
     try:
-        run([landing], db=out / "warehouse" / "vigil.duckdb", out=None)
+        run([landing], db=db, out=None)
     except typer.Exit as exit_:
         # The demo's faults include a delivery that must be refused: that is the expected outcome.
         if exit_.exit_code not in (0, EXIT_REFUSED):
             raise
     console.print(f"demo study in {out.resolve()}")
-    console.print(f"report: {(out / 'warehouse' / 'report' / 'report.html').resolve()}")
+    console.print(f"report: {(default_report_dir(db) / 'report.html').resolve()}")
 
 
 @app.command("contract-docs")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import duckdb
 
 from vigil.codelists import load_codelists
-from vigil.sqlfiles import SQL_DIR, SqlFile, run_file, run_layer
+from vigil.sqlfiles import run_file, run_layer, sql_file
 
-ATTRITION_SQL = SqlFile("results", "attrition", SQL_DIR / "results" / "attrition.sql")
+ATTRITION_SQL = sql_file("results", "attrition")
 
 
 def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
@@ -27,7 +27,6 @@ def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     codelists = load_codelists(con)
     relations = run_layer(con, "cohort")
     relations += run_layer(con, "analysis")
-    con.execute("CREATE SCHEMA IF NOT EXISTS results")
     run_file(con, ATTRITION_SQL, {"run_id": run_id})
     relations.append(ATTRITION_SQL.qualified_name)
 

@@ -43,7 +43,6 @@ class Refusal(Exception):
 
 @dataclass
 class DeliveryFile:
-    table: str
     name: str
     path: Path
     sha256: str
@@ -191,7 +190,7 @@ def read_csv_header(path: Path, name: str) -> list[str]:
     except UnicodeDecodeError as exc:
         raise Refusal(f"not UTF-8 (byte {exc.start + 1} of the header)", name, 1) from None
     header = next(csv.reader(io.StringIO(text), delimiter=",", quotechar='"'), [])
-    return [h for h in header]
+    return header
 
 
 def check_columns(found: list[str], expected: list[str], name: str) -> None:
@@ -222,7 +221,7 @@ def inspect_delivery(folder: Path, contract: Contract, today: date | None = None
             raise Refusal(f"sha256 mismatch: manifest says {expected_sha}, file has {actual_sha}", name)
         columns = read_csv_header(path, name) if fmt == "csv" else parquet_columns(path, name)
         check_columns(columns, table.column_names, name)
-        files[table.name] = DeliveryFile(table.name, name, path, actual_sha, rows, columns, newlines)
+        files[table.name] = DeliveryFile(name, path, actual_sha, rows, columns, newlines)
     return Delivery(folder, site_id, data_cut, created_at, fmt, manifest_sha, files)
 
 

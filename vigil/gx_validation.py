@@ -56,8 +56,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from vigil.contract import Contract, Rule
-from vigil.rules import raw_column, resolve_bound
+from vigil.contract import Contract, Rule, load_contract
+from vigil.rules import raw_column, resolve_bound, year_column, year_columns
 
 if TYPE_CHECKING:  # importing GX takes ~4 s: only inside the functions that use it
     import pandas as pd
@@ -142,9 +142,9 @@ def expectation_for(contract: Contract, rule: Rule, data_cut: date) -> "Expectat
 
     if rule.kind == "required":
         return gxe.ExpectColumnValuesToNotBeNull(
-            column=raw_column(contract, table, col), **_row_condition(contract, rule), **kw)
+            column=raw_column(table, col), **_row_condition(contract, rule), **kw)
     if rule.kind == "parses":
-        present = Column(raw_column(contract, table, col)).is_not_null()
+        present = Column(raw_column(table, col)).is_not_null()
         return gxe.ExpectColumnValuesToNotBeNull(column=col, **_row_condition(contract, rule, present), **kw)
     if rule.kind == "absent":
         return gxe.ExpectColumnValuesToBeNull(column=col, **_row_condition(contract, rule), **kw)
@@ -168,7 +168,7 @@ def expectation_for(contract: Contract, rule: Rule, data_cut: date) -> "Expectat
             present = Column(col).is_not_null()
             return gxe.ExpectColumnValuesToNotBeNull(
                 column=other, **_row_condition(contract, rule, present), **kw)
-        left = f"{col}__year" if op == "year>=" else col
+        left = year_column(col) if op == "year>=" else col
         pair: dict[str, Any] = {"ignore_row_if": "either_value_is_missing", **_row_condition(contract, rule), **kw}
         if op in (">=", "year>="):  # left >= other
             return gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=left, column_B=other, or_equal=True, **pair)
@@ -224,11 +224,10 @@ def suite_columns(contract: Contract, table_name: str) -> list[str]:
     names: list[str] = []
     for c in table.columns:
         names.append(c.name)
-        names.append(raw_column(contract, table, c.name))
+        names.append(raw_column(table, c.name))
+    names += [year_column(c) for c in year_columns(table)]
     for rule in table.rules:
         if rule.kind == "compare":
-            if rule.params["op"] == "year>=":
-                names.append(f"{rule.column}__year")
             names.append(rule.params["column"])
         if rule.when:
             names.append(rule.when[0])
@@ -389,8 +388,6 @@ def validate_delivery(gx_dir: Path, delivery_label: str, frames: Mapping[str, "p
     """
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
-
-    from vigil.contract import load_contract
 
     contract = contract or load_contract()
     expected_rows = expected_rows or {}

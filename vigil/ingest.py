@@ -19,11 +19,10 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import Contract, Table, load_contract, sql_literal
-from vigil.delivery import Delivery, Refusal, inspect_delivery
-from vigil.rules import typed_expression, violation_sql, year_columns
+from vigil.delivery import Delivery, Refusal, find_deliveries, inspect_delivery
+from vigil import gx_validation
+from vigil.rules import frame_columns, typed_expression, violation_sql
 from vigil.warehouse import LoadFailed
-
-PATIENT_ID_FORMAT = "^[A-Z0-9]{2,16}-[0-9A-F]{8,16}$"
 
 
 @dataclass
@@ -119,23 +118,29 @@ def _line_numbers(con, delivery: Delivery, table: Table) -> str:
     return f"(SELECT m.line_number FROM {map_table} m WHERE m._row = {{row}})"
 
 
+def _line(delivery: Delivery, row: int) -> int:
+    """Line of a row in a refused file: header = line 1 in CSV, the row number in Parquet."""
+    return row + 1 if delivery.fmt == "csv" else row
+
+
 def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Contract) -> None:
     """Refusals that need the rows: a patient_id of another site, a duplicate patient_id."""
+    patient_id_format = next(r.params["regex"] for r in contract.tables["patients"].column("patient_id").rules
+                             if r.kind == "pattern")
     for table in contract.tables.values():
         row = _q(con, f"""
             SELECT _row, patient_id FROM {_temp(table.name)}
             WHERE regexp_full_match(patient_id, $fmt) AND split_part(patient_id, '-', 1) <> $site
-            ORDER BY _row LIMIT 1""", {"fmt": PATIENT_ID_FORMAT, "site": delivery.site_id}).fetchone()
+            ORDER BY _row LIMIT 1""", {"fmt": patient_id_format, "site": delivery.site_id}).fetchone()
         if row:
-            line = row[0] + 1 if delivery.fmt == "csv" else row[0]
             raise Refusal(f"patient_id {row[1]!r} belongs to another site (delivery is {delivery.site_id})",
-                          delivery.files[table.name].name, line, "patient_id")
+                          delivery.files[table.name].name, _line(delivery, row[0]), "patient_id")
         for key in table.refuse_duplicate:
             dup = _q(con, f"""
                 SELECT {key}, list(_row ORDER BY _row) FROM {_temp(table.name)}
                 WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1 ORDER BY min(_row) LIMIT 1""").fetchone()
             if dup:
-                lines = [r + 1 if delivery.fmt == "csv" else r for r in dup[1]]
+                lines = [_line(delivery, r) for r in dup[1]]
                 raise Refusal(f"duplicate {key} {dup[0]!r} (lines {', '.join(map(str, lines[:5]))})",
                               delivery.files[table.name].name, lines[1], key)
 
@@ -154,15 +159,7 @@ def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
         _q(con, f"CREATE OR REPLACE TEMP TABLE ctx_{source} AS SELECT patient_id AS ctx_key, {select} "
                 f"FROM {_temp(source)} WHERE patient_id IS NOT NULL GROUP BY patient_id")
     for table in contract.tables.values():
-        select = ["t._row"]
-        for c in table.columns:
-            if c.type == "str":
-                select.append(f"t.{c.name}")
-            else:
-                select.append(f"{typed_expression(contract, c.type, 't.' + c.name)} AS {c.name}")
-                select.append(f"t.{c.name} AS {c.name}__raw")
-        for c in year_columns(table):
-            select.append(f"year({typed_expression(contract, table.column(c).type, 't.' + c)}) AS {c}__year")
+        select = ["t._row", *frame_columns(contract, table, "t")]
         joins = []
         for source, columns in sources.items():
             used = [name for name, _ in columns if name in table.context_columns]
@@ -231,14 +228,6 @@ def _reason_sql(contract: Contract) -> tuple[str, str]:
     reason = " ".join(f"WHEN {sql_literal(k)} THEN {sql_literal(v[0])}" for k, v in pairs.items())
     column = " ".join(f"WHEN {sql_literal(k)} THEN {sql_literal(v[1])}" for k, v in pairs.items())
     return f"CASE rule_id {reason} END", f"CASE rule_id {column} END"
-
-
-def _is_current(con, delivery: Delivery) -> bool:
-    """The delivery becomes its site's current one unless an accepted later one is loaded already."""
-    newer = _q(con, """SELECT count(*) FROM audit.delivery_receipts
-        WHERE status = 'accepted' AND site_id = $site AND (data_cut, created_at) > ($cut, $created)""",
-               {"site": delivery.site_id, "cut": delivery.data_cut, "created": delivery.created_at}).fetchone()[0]
-    return newer == 0
 
 
 def already_loaded(con, delivery: Delivery) -> int | None:
@@ -324,8 +313,6 @@ def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineag
 def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Path,
                   contract: Contract | None = None) -> LoadOutcome:
     """Load one inspected delivery in one transaction. Raises Refusal (nothing loaded) or LoadFailed."""
-    from vigil import gx_validation
-
     contract = contract or load_contract()
     outcome = LoadOutcome(delivery.folder, "accepted", delivery.site_id, delivery.data_cut)
     started = [time.perf_counter()]
@@ -345,7 +332,7 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         lap("read_and_rules")
         validation = gx_validation.validate_delivery(
             gx_dir, delivery.label, _FrameReader(con, contract), delivery.data_cut,
-            {t: f.rows for t, f in delivery.files.items()})
+            {t: f.rows for t, f in delivery.files.items()}, contract)
         lap("great_expectations")
         gx_counts = {r: n for tv in validation.tables.values() for r, n in tv.unexpected_counts.items()}
         disagreements = [f"{rule}: SQL {n}, GX {gx_counts.get(rule)}"
@@ -354,8 +341,10 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
             raise Refusal("quarantine rules and Great Expectations disagree (" + "; ".join(disagreements[:3])
                           + "); nothing loaded, please report this as a vigil defect")
         _cascade(con, contract)
-        outcome.current = _is_current(con, delivery)
         outcome.delivery_id = _insert_receipt(con, delivery, delivery.folder, "accepted", None, None)
+        # Current unless the site already has a later accepted delivery (audit.deliveries decides).
+        outcome.current = _q(con, "SELECT status = 'accepted' FROM audit.deliveries WHERE delivery_id = $id",
+                             {"id": outcome.delivery_id}).fetchone()[0]
         outcome.tables = _store(con, delivery, contract, outcome.delivery_id, outcome.current, validation,
                                 sql_counts)
         outcome.quarantine_reasons = dict(_q(con, "SELECT reason, count(*) FROM audit.quarantine "
@@ -384,9 +373,7 @@ class _FrameReader(Mapping):
         self.con, self.contract = con, contract
 
     def __getitem__(self, table_name: str):
-        from vigil.gx_validation import suite_columns
-
-        columns = ", ".join(suite_columns(self.contract, table_name))
+        columns = ", ".join(gx_validation.suite_columns(self.contract, table_name))
         return _q(self.con, f"SELECT {columns} FROM frame_{table_name}").df()
 
     def __contains__(self, table_name) -> bool:  # Mapping's default would read the frame
@@ -417,9 +404,8 @@ def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, 
                            delivery.data_cut if delivery else None, delivery_id, refusal.describe(folder))
 
 
-def delivery_order(folders: list[Path], contract: Contract | None = None) -> list[Path]:
+def delivery_order(folders: list[Path]) -> list[Path]:
     """Deliveries in created_at order (DTS section 1); unreadable manifests first (they get refused)."""
-    contract = contract or load_contract()
 
     def created(folder: Path) -> str:
         try:
@@ -428,3 +414,10 @@ def delivery_order(folders: list[Path], contract: Contract | None = None) -> lis
             return ""
 
     return sorted(folders, key=lambda f: (created(f), f.name))
+
+
+def ingest_all(con: duckdb.DuckDBPyConnection, paths: list[Path], gx_dir: Path,
+               today: date | None = None) -> list[LoadOutcome]:
+    """Every delivery under `paths` in created_at order: the ingest flow without Prefect."""
+    return [ingest_delivery(con, folder, gx_dir, today)
+            for folder in delivery_order(find_deliveries(paths, load_contract()))]

@@ -25,9 +25,14 @@ from datetime import date
 from vigil.contract import Contract, Rule, Table, sql_literal
 
 
-def raw_column(contract: Contract, table: Table, column: str) -> str:
+def raw_column(table: Table, column: str) -> str:
     """The frame column holding the delivered text of a spec column."""
     return column if table.column(column).type == "str" else f"{column}__raw"
+
+
+def year_column(column: str) -> str:
+    """The frame column holding year(<column>)."""
+    return f"{column}__year"
 
 
 def resolve_bound(value, data_cut: date):
@@ -59,8 +64,6 @@ def typed_expression(contract: Contract, type_name: str, raw: str) -> str:
     if type_name == "str":
         return raw
     pattern = sql_literal(contract.type_pattern(type_name))
-    if type_name == "flag":
-        return f"CASE WHEN regexp_full_match({raw}, {pattern}) THEN {raw} END"
     sql_type = contract.sql_type(type_name)
     return f"CASE WHEN regexp_full_match({raw}, {pattern}) THEN TRY_CAST({raw} AS {sql_type}) END"
 
@@ -71,9 +74,9 @@ def violation_sql(contract: Contract, rule: Rule, data_cut: date) -> str:
     col = rule.column
     p = rule.params
     if rule.kind == "required":
-        condition = f"{raw_column(contract, table, col)} IS NULL"
+        condition = f"{raw_column(table, col)} IS NULL"
     elif rule.kind == "parses":
-        condition = f"{raw_column(contract, table, col)} IS NOT NULL AND {col} IS NULL"
+        condition = f"{raw_column(table, col)} IS NOT NULL AND {col} IS NULL"
     elif rule.kind == "absent":
         condition = f"{col} IS NOT NULL"
     elif rule.kind == "in_set":
@@ -94,7 +97,7 @@ def violation_sql(contract: Contract, rule: Rule, data_cut: date) -> str:
         if op == "exists":
             condition = f"{col} IS NOT NULL AND {other} IS NULL"
         else:
-            left = f"{col}__year" if op == "year>=" else col
+            left = year_column(col) if op == "year>=" else col
             sql_op = {">=": ">=", "<=": "<=", "==": "=", "year>=": ">="}[op]
             condition = f"{left} IS NOT NULL AND {other} IS NOT NULL AND NOT ({left} {sql_op} {other})"
     elif rule.kind == "unique":
@@ -112,3 +115,19 @@ def violation_sql(contract: Contract, rule: Rule, data_cut: date) -> str:
 def year_columns(table: Table) -> list[str]:
     """Date columns whose year a rule compares (the frame carries <col>__year for them)."""
     return [r.column for r in table.rules if r.kind == "compare" and r.params["op"] == "year>="]
+
+
+def frame_columns(contract: Contract, table: Table, alias: str = "") -> list[str]:
+    """SELECT items of the validation frame built from the delivered text columns of `table`
+    (prefixed with `alias.` when given): typed, raw and year columns; not _row or context."""
+    prefix = f"{alias}." if alias else ""
+    items = []
+    for c in table.columns:
+        if c.type == "str":
+            items.append(f"{prefix}{c.name}")
+        else:
+            items.append(f"{typed_expression(contract, c.type, prefix + c.name)} AS {c.name}")
+            items.append(f"{prefix}{c.name} AS {raw_column(table, c.name)}")
+    for c in year_columns(table):
+        items.append(f"year({typed_expression(contract, table.column(c).type, prefix + c)}) AS {year_column(c)}")
+    return items

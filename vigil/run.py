@@ -17,11 +17,11 @@ import duckdb
 
 from vigil import warehouse
 from vigil.contract import PROJECT_ROOT
-from vigil.sqlfiles import SQL_DIR, SqlFile, run_file
+from vigil.sqlfiles import run_file, sql_file
 
 SAP_VERSION = "1.0"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.0"
 SNAPSHOTS_KEPT = 5
-RUNS_SQL = SqlFile("results", "runs", SQL_DIR / "results" / "runs.sql")
+RUNS_SQL = sql_file("results", "runs")
 
 
 @dataclass
@@ -62,7 +62,6 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
 
     started_at = datetime.now(timezone.utc)
     steps: dict[str, float] = {}
-    con.execute("CREATE SCHEMA IF NOT EXISTS results")
     run_file(con, RUNS_SQL)
     con.execute("BEGIN")
     try:

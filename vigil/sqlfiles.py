@@ -16,7 +16,6 @@ import duckdb
 from vigil.contract import PROJECT_ROOT
 
 SQL_DIR = PROJECT_ROOT / "sql"
-LAYERS = ("audit", "cohort", "analysis", "results")
 
 
 class SqlFileError(RuntimeError):
@@ -34,9 +33,9 @@ class SqlFile:
         return f"{self.layer}.{self.relation}"
 
 
-def layer_files(layer: str, sql_dir: Path = SQL_DIR) -> list[SqlFile]:
+def layer_files(layer: str) -> list[SqlFile]:
     """The files of one layer, each after the files of the same layer it reads from."""
-    files = {p.stem: SqlFile(layer, p.stem, p) for p in sorted((sql_dir / layer).glob("*.sql"))}
+    files = {p.stem: SqlFile(layer, p.stem, p) for p in sorted((SQL_DIR / layer).glob("*.sql"))}
     texts = {name: _strip_comments(f.path.read_text(encoding="utf-8")) for name, f in files.items()}
     deps = {
         name: {other for other in files if other != name
@@ -61,7 +60,13 @@ def layer_files(layer: str, sql_dir: Path = SQL_DIR) -> list[SqlFile]:
     return ordered
 
 
+def sql_file(layer: str, relation: str) -> SqlFile:
+    """The file that builds <layer>.<relation>, for running one file on its own."""
+    return SqlFile(layer, relation, SQL_DIR / layer / f"{relation}.sql")
+
+
 def run_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict | None = None) -> None:
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_file.layer}")
     text = sql_file.path.read_text(encoding="utf-8")
     for statement in duckdb.extract_statements(text):
         try:
@@ -74,14 +79,12 @@ def run_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict
             raise SqlFileError(f"{sql_file.path.relative_to(PROJECT_ROOT)}: {exc}") from exc
 
 
-def run_layer(con: duckdb.DuckDBPyConnection, layer: str, parameters: dict | None = None,
-              sql_dir: Path = SQL_DIR) -> list[str]:
+def run_layer(con: duckdb.DuckDBPyConnection, layer: str) -> list[str]:
     """Run every file of the layer; return the relations built, in order."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
     built = []
-    for sql_file in layer_files(layer, sql_dir):
-        run_file(con, sql_file, parameters)
-        built.append(sql_file.qualified_name)
+    for file in layer_files(layer):
+        run_file(con, file)
+        built.append(file.qualified_name)
     return built
 
 

@@ -31,6 +31,11 @@ def gx_dir_for(db_path: Path) -> Path:
     return db_path.parent / "gx"
 
 
+def default_report_dir(db_path: Path) -> Path:
+    """Where the report of the warehouse's runs goes unless --out says otherwise."""
+    return db_path.parent / "report"
+
+
 def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
