@@ -38,8 +38,6 @@ STRATIFIERS = ("charlson", "prior_dmt", "prior_high_efficacy", "edss", "age_grou
 MULTIVARIABLE = ("age_group", "sex", "charlson", "prior_dmt", "prior_high_efficacy", "edss")
 DAYS = (30, 180, 365, 730, 1095, 1825)
 RISK_WINDOWS = ("0-30", "31-90", "91-365", ">365")
-CURVE_OUTCOMES = FIRST_EVENT_OUTCOMES
-COX_OUTCOMES = FIRST_EVENT_OUTCOMES
 METHODS = ("kaplan_meier", "aalen_johansen")
 MISSING = "(missing)"   # a NULL stratum value, which the cohort SQL never produces
 
@@ -60,7 +58,7 @@ def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
         (n,) = con.execute(f"SELECT count(*) FROM results.{table} WHERE run_id = ?", [run_id]).fetchone()
         if n:
             raise ValueError(f"results.{table} already holds run {run_id}: a run's results are never overwritten")
-    levels = _strata_levels(con)
+    levels = strata_levels(con)
     seconds: dict[str, float] = {}
     frames: dict[str, pl.DataFrame] = {}
 
@@ -75,7 +73,7 @@ def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     daily = step("daily_counts", _daily_counts, con)
     frames["cumulative_incidence"], frames["cumulative_incidence_curves"] = step(
         "cumulative_incidence", _cumulative_incidence, daily, levels)
-    frames["logrank"] = step("logrank", _logrank, daily, levels)
+    frames["logrank"] = step("logrank", _logrank, daily)
     frames["cox"] = step("cox", _cox, con, daily, levels)
 
     started = time.perf_counter()
@@ -88,7 +86,7 @@ def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
 
 # ------------------------------------------------------------------------------------ helpers
 
-def _strata_levels(con) -> dict[str, list[str]]:
+def strata_levels(con) -> dict[str, list[str]]:
     """Stratum variable -> its levels in SAP order (reference first), from analysis.strata_levels."""
     levels: dict[str, list[str]] = {v: [] for v in STRATIFIERS}
     for variable, level in con.execute(
@@ -214,7 +212,7 @@ def _cumulative_incidence(daily: pl.DataFrame, levels) -> tuple[pl.DataFrame, pl
     groups = {key: g for key, g in daily.partition_by(["outcome", "stratifier", "stratum"], as_dict=True).items()}
     day_parts, curve_parts = [], []
     days = np.asarray(DAYS)
-    for outcome in CURVE_OUTCOMES:
+    for outcome in FIRST_EVENT_OUTCOMES:
         for stratifier, stratum, order in level_frame.iter_rows():
             g = groups.get((outcome, stratifier, stratum))
             for method in METHODS:
@@ -251,7 +249,7 @@ def _cumulative_incidence(daily: pl.DataFrame, levels) -> tuple[pl.DataFrame, pl
     return pl.concat(day_parts), pl.concat(curve_parts) if curve_parts else pl.DataFrame()
 
 
-def _logrank(daily: pl.DataFrame, levels) -> pl.DataFrame:
+def _logrank(daily: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for outcome in FIRST_EVENT_OUTCOMES:
         for stratifier in STRATIFIERS:
@@ -272,7 +270,7 @@ def _logrank(daily: pl.DataFrame, levels) -> pl.DataFrame:
 
 def _cox(con, daily: pl.DataFrame, levels) -> pl.DataFrame:
     rows = []
-    for outcome in COX_OUTCOMES:
+    for outcome in FIRST_EVENT_OUTCOMES:
         for stratifier in STRATIFIERS:
             counts = (daily.filter((pl.col("outcome") == outcome) & (pl.col("stratifier") == stratifier))
                       .select("t", pl.col("stratum").alias(stratifier), "n_events",

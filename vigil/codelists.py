@@ -96,6 +96,11 @@ class LoadedCodeList:
     sha256: str
     rows: list[tuple]
 
+    @property
+    def provenance(self) -> dict[str, str]:
+        """What a run records of the list: version, file hash and file."""
+        return {"version": self.version, "sha256": self.sha256, "file": f"codelists/{self.spec.file_name}"}
+
 
 def read_codelist(name: str, directory: Path = CODELIST_DIR) -> LoadedCodeList:
     """Read and check one code list file: exact header, no empty required value, unique key, one version."""
@@ -165,11 +170,7 @@ def _check(spec: CodeList, rows: list[tuple], file_name: str) -> None:
 
 def codelist_versions(directory: Path = CODELIST_DIR) -> dict[str, dict[str, str]]:
     """{list name: {"version", "sha256", "file"}} of every code list, for the run's provenance."""
-    out = {}
-    for name in CODELISTS:
-        loaded = read_codelist(name, directory)
-        out[name] = {"version": loaded.version, "sha256": loaded.sha256, "file": f"codelists/{loaded.spec.file_name}"}
-    return out
+    return {name: read_codelist(name, directory).provenance for name in CODELISTS}
 
 
 def load_codelists(con: duckdb.DuckDBPyConnection, directory: Path = CODELIST_DIR) -> dict[str, dict[str, str]]:
@@ -211,5 +212,4 @@ def load_codelists(con: duckdb.DuckDBPyConnection, directory: Path = CODELIST_DI
         ("n_rows", "Number of data rows loaded."),
     ):
         con.execute(f"COMMENT ON COLUMN {SCHEMA}.versions.{name} IS {sql_literal(comment)}")
-    return {cl.spec.name: {"version": cl.version, "sha256": cl.sha256, "file": f"codelists/{cl.spec.file_name}"}
-            for cl in loaded}
+    return {cl.spec.name: cl.provenance for cl in loaded}

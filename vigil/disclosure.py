@@ -317,27 +317,6 @@ def recoverable_by_subtraction(cells: pl.DataFrame, relations: pl.DataFrame) -> 
     return bad
 
 
-def stratified_relations(frame: pl.DataFrame, group_cols: list[str], key_col: str, is_total: pl.Expr,
-                         relation_prefix: str) -> pl.DataFrame:
-    """Relations `total = sum(parts)` for a long table: within each group, the row where is_total
-    holds is the total and every other row a part. Returns relation, key, role."""
-    tagged = frame.with_columns(is_total.alias("__total"))
-    rows = []
-    for group, part in tagged.group_by(group_cols, maintain_order=True):
-        totals = part.filter(pl.col("__total"))[key_col].to_list()
-        parts = part.filter(~pl.col("__total"))[key_col].to_list()
-        if len(totals) != 1 or not parts:
-            continue
-        rel = cell_key(relation_prefix, *group)
-        rows.append((rel, totals[0], "total"))
-        rows += [(rel, k, "part") for k in parts]
-    return pl.DataFrame(rows, schema={"relation": pl.Utf8, "key": pl.Utf8, "role": pl.Utf8}, orient="row")
-
-
-# ---------------------------------------------------------------------------------------------
-# curves
-
-
 def cut_curves(curves: pl.DataFrame, group_cols: list[str], time_col: str = "day",
                at_risk_col: str = "n_at_risk") -> pl.DataFrame:
     """Keep each curve up to the last time with at least 5 at risk: from the first time the number

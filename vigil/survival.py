@@ -277,7 +277,6 @@ class CoxResult:
     loglik: float
     n_patients: int
     n_events: int
-    converged: bool = True
     note: str | None = None
     zph: dict = field(default_factory=dict)   # term or GLOBAL -> (chisq, df, p)
 
@@ -306,7 +305,7 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
         names=list(data.names), coef=beta, se=se, hr=np.exp(beta),
         ci_lower=np.exp(beta - Z95 * se), ci_upper=np.exp(beta + Z95 * se),
         p_value=2 * stats.norm.sf(np.abs(beta / se)), loglik=loglik,
-        n_patients=n_patients, n_events=n_events, converged=True)
+        n_patients=n_patients, n_events=n_events)
     result.zph = cox_zph(data, beta, tables=tables)
     if check_with_lifelines:
         try:

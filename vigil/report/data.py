@@ -11,6 +11,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from vigil import analysis
+
 
 class ReportError(RuntimeError):
     """The report cannot be made; the message says why."""
@@ -31,21 +33,10 @@ STRATIFIERS = {
     "edss": "Baseline EDSS",
     "site": "Site",
 }
-# SAP section 3 level order (reference first); site: alphabetical. Used when analysis.strata_levels
-# is not there; the table itself is preferred.
-SAP_LEVELS = {
-    "age_group": ["18-29", "30-39", "40-49", ">=50"],
-    "sex": ["F", "M", "U"],
-    "charlson": ["0", "1", ">=2"],
-    "prior_dmt": ["0", "1", ">=2"],
-    "prior_high_efficacy": ["N", "Y"],
-    "edss": ["0-2.5", "3.0-5.5", ">=6.0", "unknown"],
-}
 METHODS = {"kaplan_meier": "Kaplan–Meier (1 − S), death censored",
            "aalen_johansen": "Aalen–Johansen, death as competing event"}
-WINDOW_ORDER = ["0-30", "31-90", "91-365", ">365"]
-RESULT_TABLES = ("attrition", "incidence", "risk_windows", "cumulative_incidence",
-                 "cumulative_incidence_curves", "logrank", "cox")
+WINDOW_ORDER = list(analysis.RISK_WINDOWS)
+RESULT_TABLES = ("attrition", *analysis.RESULT_TABLES)
 
 
 @dataclass
@@ -66,7 +57,6 @@ class RunData:
     table1_counts: pl.DataFrame  # variable, level, edss (None = overall), n
     table1_stats: pl.DataFrame  # edss (None = overall), n, age_mean, age_sd, ...
     opportunistic_terms: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     comments: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> COMMENT of results.*
 
 
@@ -136,13 +126,7 @@ def _results(con, table: str, run_id: int) -> pl.DataFrame:
 
 
 def _levels(con, incidence: pl.DataFrame) -> dict[str, list[str]]:
-    levels: dict[str, list[str]] = {}
-    if _exists(con, "analysis", "strata_levels"):
-        for variable, level in con.execute(
-                "SELECT variable, level FROM analysis.strata_levels ORDER BY variable_order, level_order").fetchall():
-            levels.setdefault(variable, []).append(level)
-    for variable, sap in SAP_LEVELS.items():
-        levels.setdefault(variable, list(sap))
+    levels = analysis.strata_levels(con)
     # every stratum of the run's results, in SAP order, then any other alphabetically
     seen = incidence.select("stratifier", "stratum").unique()
     for variable in seen["stratifier"].unique().to_list():

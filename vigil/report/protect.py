@@ -63,7 +63,6 @@ class Protection:
 
     values: dict[str, float]
     suppressed: dict[str, bool]
-    primary: dict[str, bool]
     cells: pl.DataFrame
     relations: pl.DataFrame
     residual: list[str] = field(default_factory=list)  # relations fully suppressed yet pinned
@@ -227,8 +226,7 @@ def build_protection(data: RunData, at_risk: pl.DataFrame) -> Protection:
     if pinned.filter(~pl.col("all_suppressed")).height:
         raise RuntimeError(f"disclosure: suppressed cells still recoverable: {pinned.rows()[:5]}")
     values = dict(zip(solved["key"].to_list(), solved["value"].to_list()))
-    return Protection(values, dict(zip(solved["key"].to_list(), solved["suppressed"].to_list())),
-                      dict(zip(cells["key"].to_list(), cells["suppressed"].to_list())), solved, relations,
+    return Protection(values, dict(zip(solved["key"].to_list(), solved["suppressed"].to_list())), solved, relations,
                       sorted(set(pinned["relation"].to_list())))
 
 

@@ -22,7 +22,7 @@ from vigil.disclosure import (
 from vigil.report import figures as F
 from vigil.report import tables as T
 from vigil.report.data import (
-    METHODS, OUTCOMES, STRATIFIERS, WINDOW_ORDER, ReportError, RunData, database_path, load_run,
+    METHODS, OUTCOMES, STRATIFIERS, WINDOW_ORDER, ReportError, RunData, load_run,
 )
 from vigil.report.protect import Protection, build_protection, patients_key
 
@@ -116,7 +116,7 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     con, owned = _open(con_or_db)
     try:
         data = load_run(con, run_id)
-        db_path = database_path(con)
+        db_path = data.db_path
     finally:
         if owned:
             con.close()
@@ -159,7 +159,7 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     seconds["total"] = time.perf_counter() - t0
 
     figures = {b.figure.id: b.figure.points for s in sections for b in s.blocks if b.figure is not None}
-    warnings = list(data.warnings)
+    warnings = []
     if prot.residual:
         warnings.append(f"{len(prot.residual)} relation(s) have every cell suppressed and the display bounds still "
                         "imply their values (e.g. a total <5 whose parts are all <5)")
@@ -207,7 +207,6 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
     inc = Section("incidence", "4", "Incidence rates")
     for i, outcome in enumerate(outcomes):
         table = T.incidence_table(data, prot, outcome)
-        table.id = f"incidence_{outcome}"
         figure = F.incidence_forest(OUTCOMES[outcome], _forest_rows(data, table, outcome), f"fig_incidence_{outcome}")
         inc.blocks.append(Block("table", table=table))
         inc.blocks.append(Block("figure", figure=figure) if figure else
@@ -263,12 +262,11 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
 
     # data quality annex
     dq = Section("data-quality", "A", "Annex A. Data quality")
-    reasons = {k: v for k, v in contract.reasons.items()}
-    dq.blocks.append(Block("table", table=T.deliveries_table(data, reasons)))
+    dq.blocks.append(Block("table", table=T.deliveries_table(data)))
     dq.blocks.append(Block("table", table=T.delivery_rows_table(data, prot)))
     if not data.quarantine.is_empty():
         dq.blocks.append(Block("table", table=T.quarantine_table(data, prot)))
-        dq.blocks.append(Block("table", table=T.reasons_table(data, reasons)))
+        dq.blocks.append(Block("table", table=T.reasons_table(data, contract.reasons)))
     sections.append(dq)
 
     docs = data_docs_index(db_path)
@@ -319,13 +317,6 @@ def versions_table(data: RunData, contract) -> T.Table:
                      "Detail": ", ".join(f"{k}={v}" for k, v in sorted(params.items()))})
     cols = ["Item", "Version", "Detail"]
     return T.Table("versions", "Versions of code, plan, contract and code lists", T._text_frame(rows, cols), cols, [])
-
-
-def _num(text: str):
-    try:
-        return float(text.replace(",", ""))
-    except (ValueError, AttributeError):
-        return None
 
 
 def _forest_rows(data: RunData, table: T.Table, outcome: str) -> list[dict]:

@@ -18,7 +18,6 @@ from vigil.disclosure import (
 from vigil.report.data import METHODS, OUTCOMES, STRATIFIERS, TABLE1_CATEGORICAL, WINDOW_ORDER, RunData
 from vigil.report.protect import OVERALL, Protection, patients_key, table1_levels
 
-FIXED_DAYS = [30, 180, 365, 730, 1095, 1825]
 LEGEND = (f"{LESS_THAN_5}: a count of 1 to 4. {SUPPRESSED}: suppressed by disclosure control (SAP 5). "
           f"{NOT_APPLICABLE}: not applicable or not estimable.")
 
@@ -190,8 +189,7 @@ def table1(data: RunData, prot: Protection) -> Table:
             s1, s0 = stats.get(e), stats.get(reference)
             if s1 is None or s0 is None or stat == "edss":  # the columns are defined by the EDSS score
                 row[col] = NOT_APPLICABLE
-            elif column_hidden(e) or column_hidden(reference) or (
-                    stat == "edss" and (is_small(s1["edss_n"]) or is_small(s0["edss_n"]))):
+            elif column_hidden(e) or column_hidden(reference):
                 row[col] = SUPPRESSED
             else:
                 row[col] = format_estimate(_smd_continuous(s1[f"{stat}_mean"], s1[f"{stat}_sd"],
@@ -212,9 +210,8 @@ def table1(data: RunData, prot: Protection) -> Table:
 
     for variable, (label, _) in TABLE1_CATEGORICAL.items():
         levels = table1_levels(data, variable)
-        first = True
         for level in levels:
-            row = {"Characteristic": label if first else label, "Level": level}
+            row = {"Characteristic": label, "Level": level}
             for c, e in columns:
                 key = count_key(variable, level, e)
                 n = prot.value(key)
@@ -226,7 +223,6 @@ def table1(data: RunData, prot: Protection) -> Table:
             for col, e in zip(smd_cols, compared):
                 row[col] = ""
             rows.append(row)
-            first = False
         # one SMD per variable, on its first level's row
         first_row = rows[-len(levels)]
         for col, e in zip(smd_cols, compared):
@@ -527,7 +523,7 @@ def cox_table(data: RunData, prot: Protection, outcome: str) -> Table:
 # data quality
 
 
-def deliveries_table(data: RunData, contract_reasons: dict[str, str]) -> Table:
+def deliveries_table(data: RunData) -> Table:
     rows = []
     for r in data.deliveries.iter_rows(named=True):
         reason = r["reason"] or ""
