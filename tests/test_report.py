@@ -95,6 +95,8 @@ def test_report_files_exist(study):
     _, result = study
     assert result.html.is_file() and result.pdf.is_file() and result.xlsx.is_file()
     assert result.out_dir == result.html.parent and result.tables_dir == result.out_dir / "tables"
+    assert result.out_dir.name == f"run-{result.run_id:06d}"
+    assert (result.out_dir.parent / "current").resolve() == result.out_dir.resolve()
     assert result.tables and all(t.csv.is_file() for t in result.tables)
 
 
@@ -187,7 +189,7 @@ def test_exports_carry_the_run_id_and_match_the_workbook(study):
     for table in result.tables:
         assert table.csv.name.startswith(f"run{result.run_id}_")
         ws = wb[table.sheet]
-        assert ws["A1"].value.startswith(f"Run {result.run_id} — ")
+        assert ws["A1"].value == table.title
         with table.csv.open(encoding="utf-8", newline="") as handle:
             rows = list(csv.reader(handle))
         assert [c.value for c in ws[2]][:len(rows[0])] == rows[0]
@@ -229,6 +231,36 @@ def test_an_earlier_run_can_be_reported(tiny, tmp_path):
     result = render_report(copy, tmp_path / "r1", run_id=1)
     assert result.run_id == 1 and "run 1 ·" in result.html.read_text(encoding="utf-8")
     assert all(t.csv.name.startswith("run1_") for t in result.tables)
+
+
+def _exported_bytes(result) -> dict[str, bytes]:
+    """Exported files by name without the run prefix."""
+    return {f.name.split("_", 1)[1]: f.read_bytes() for f in sorted(result.tables_dir.iterdir())}
+
+
+def test_a_rerun_on_the_same_inputs_exports_byte_identical_tables(tiny, tmp_path):
+    db, _ = tiny
+    copy = tmp_path / "wh" / "vigil.duckdb"
+    copy.parent.mkdir()
+    shutil.copy(db, copy)
+    con = duckdb.connect(str(copy))
+    rerun = analyse(con, {"test": "report"}).run_id  # the parameters of the first run
+    con.close()
+    first = render_report(copy, tmp_path / "report", run_id=1)
+    second = render_report(copy, tmp_path / "report", run_id=rerun)
+    assert first.out_dir != second.out_dir and first.html.is_file()
+    assert (tmp_path / "report" / "current").resolve() == second.out_dir.resolve()
+    assert _exported_bytes(first) == _exported_bytes(second)
+    assert len(_exported_bytes(first)) == len(first.tables) + 1  # every CSV and the workbook
+
+
+def test_rendering_a_run_again_replaces_its_folder_whole(tiny, tmp_path):
+    db, first = tiny
+    again = render_report(db, tmp_path / "report", run_id=first.run_id)
+    (again.out_dir / "stray.txt").write_text("left by an earlier render")
+    replaced = render_report(db, tmp_path / "report", run_id=first.run_id)
+    assert replaced.out_dir == again.out_dir and not (replaced.out_dir / "stray.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["current", replaced.out_dir.name]
 
 
 def test_table_1_is_not_paired_with_another_runs_results(small, tmp_path):

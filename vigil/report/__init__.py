@@ -2,8 +2,9 @@
 
 Reads one run's results (results.*), the audit tables and Table 1 aggregates of cohort.patients,
 applies disclosure control (vigil.disclosure, SAP section 5) to everything it publishes, and writes
-report.html (self-contained), report.pdf (WeasyPrint) and tables/ (one CSV per table and one XLSX
-workbook). Templates: reports/report.html.j2 and reports/report.css.
+<out>/run-<N>/ with report.html (self-contained), report.pdf (WeasyPrint) and tables/ (one CSV per
+table and one XLSX workbook); <out>/current links to the newest. Templates: reports/report.html.j2
+and reports/report.css.
 """
 
 from vigil.report.data import ReportError

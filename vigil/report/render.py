@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import re
+import shutil
 import time
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -108,9 +111,9 @@ def data_docs_index(db_path: Path | None) -> Path | None:
 
 
 def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> ReportResult:
-    """Render run `run_id` (default: the latest completed run) into out_dir: report.html (self-contained),
-    report.pdf, tables/*.csv and tables/run<N>_tables.xlsx. Everything that leaves the database passes
-    disclosure control (vigil.disclosure)."""
+    """Render run `run_id` (default: the latest completed run) into out_dir/run-<N>/: report.html
+    (self-contained), report.pdf, tables/*.csv and tables/run<N>_tables.xlsx; out_dir/current points at
+    the newest. Everything that leaves the database passes disclosure control (vigil.disclosure)."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     con, owned = _open(con_or_db)
@@ -133,11 +136,11 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     sections, cover = build_sections(data, prot, db_path)
     seconds["tables_figures"] = time.perf_counter() - t
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tables_dir = out_dir / "tables"
-    tables_dir.mkdir(exist_ok=True)
     rid = data.run["run_id"]
+    report_root = Path(out_dir)
+    out_dir = partial_dir(report_root, rid)
+    tables_dir = out_dir / "tables"
+    tables_dir.mkdir(parents=True)
     all_tables = [tb for s in [cover["section"], *sections] for b in s.blocks
                   for tb in (b.table, b.attached) if tb is not None]
     _check_disclosure(all_tables)
@@ -156,6 +159,10 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     pdf_path = out_dir / "report.pdf"
     pages = write_pdf(html, pdf_path)
     seconds["pdf"] = time.perf_counter() - t
+
+    out_dir = publish_report(out_dir, report_root, rid)
+    tables_dir = out_dir / "tables"
+    exported = [replace(e, csv=tables_dir / e.csv.name) for e in exported]
     seconds["total"] = time.perf_counter() - t0
 
     figures = {b.figure.id: b.figure.points for s in sections for b in s.blocks if b.figure is not None}
@@ -163,7 +170,7 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     if prot.residual:
         warnings.append(f"{len(prot.residual)} relation(s) have every cell suppressed and the display bounds still "
                         "imply their values (e.g. a total <5 whose parts are all <5)")
-    return ReportResult(rid, out_dir, html_path, pdf_path, tables_dir, tables_dir / f"run{rid}_tables.xlsx", exported,
+    return ReportResult(rid, out_dir, out_dir / html_path.name, out_dir / pdf_path.name, tables_dir, tables_dir / f"run{rid}_tables.xlsx", exported,
                         figures, [s.id for s in sections], pages, {k: round(v, 3) for k, v in seconds.items()}, warnings)
 
 
@@ -299,10 +306,9 @@ def provenance_table(data: RunData) -> T.Table:
 
 def versions_table(data: RunData, contract) -> T.Table:
     run = data.run
+    # Not the run number or its times: those are on the cover and in the file names, so that a rerun on
+    # the same inputs exports byte-identical tables.
     rows = [
-        {"Item": "Run", "Version": str(run["run_id"]),
-         "Detail": f"started {run['started_at']:%Y-%m-%d %H:%M UTC}, finished "
-                   f"{run['finished_at']:%Y-%m-%d %H:%M UTC}" if run.get("finished_at") else ""},
         {"Item": "Code (vigil)", "Version": str(run["code_version"]), "Detail": "git describe of the pipeline"},
         {"Item": "Statistical analysis plan", "Version": str(run["sap_version"]), "Detail": "analysis-plan.md"},
         {"Item": "Extract contract", "Version": str(contract.spec_version),
@@ -447,13 +453,12 @@ def _sheet_name(table_id: str, used: set[str]) -> str:
 
 
 def export_tables(tables: list[T.Table], tables_dir: Path, run_id: int) -> list[ExportedTable]:
-    """One CSV per table (run id in the file name) and one workbook with a sheet per table (run id in the
-    first row of every sheet). Text cells are neutralised against formula injection."""
+    """One CSV per table and one workbook with a sheet per table, the run id in every file name. Text cells
+    are neutralised against formula injection. The contents do not depend on when or as which run they
+    were made: a rerun on the same inputs writes byte-identical files."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
 
-    for old in list(tables_dir.glob("*.csv")) + list(tables_dir.glob("*.xlsx")):
-        old.unlink()
     wb = Workbook()
     wb.remove(wb.active)
     used: set[str] = set()
@@ -469,7 +474,7 @@ def export_tables(tables: list[T.Table], tables_dir: Path, run_id: int) -> list[
                 writer.writerow(["" if v is None else neutralise_formula(v) for v in row])
         sheet = _sheet_name(table.id, used)
         ws = wb.create_sheet(sheet)
-        ws.append([f"Run {run_id} — {table.title}"])
+        ws.append([table.title])
         ws["A1"].font = Font(bold=True)
         ws.append([neutralise_formula(c) for c in frame.columns])
         for cell in ws[2]:
@@ -490,8 +495,86 @@ def export_tables(tables: list[T.Table], tables_dir: Path, run_id: int) -> list[
         for note_i, note in enumerate(table.notes):
             ws.cell(row=frame.height + 4 + note_i, column=1, value=neutralise_formula(note))
         exported.append(ExportedTable(table.id, table.title, path, sheet, table.label_columns, table.count_columns))
-    wb.save(tables_dir / f"run{run_id}_tables.xlsx")
+    xlsx = tables_dir / f"run{run_id}_tables.xlsx"
+    wb.properties.created = FIXED_TIMESTAMP
+    wb.save(xlsx)
+    _fix_save_times(xlsx)
     return exported
+
+
+FIXED_TIMESTAMP = datetime(2000, 1, 1)
+
+
+def _fix_save_times(path: Path) -> None:
+    """openpyxl stamps the zip members and the 'modified' property with the time of saving; rewrite both
+    with one fixed time."""
+    with zipfile.ZipFile(path) as source:
+        members = [(info, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info, content in members:
+            if info.filename == "docProps/core.xml":
+                content = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>" + FIXED_TIMESTAMP.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ").encode(), content)
+            fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_TIMESTAMP.timetuple()[:6])
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            target.writestr(fixed, content)
+
+
+# ---------------------------------------------------------------------------------------------
+# the report folder: <out>/run-<N>/ per run, <out>/current -> the newest; each appears whole or not at all
+
+
+def run_folder(report_root: Path, run_id: int) -> Path:
+    return report_root / f"run-{run_id:06d}"
+
+
+def current_report(report_root: Path) -> Path:
+    return report_root / "current"
+
+
+def partial_dir(report_root: Path, run_id: int) -> Path:
+    """An empty folder to render into, beside where the run's folder will be (same file system)."""
+    recover_report_root(report_root)
+    partial = run_folder(report_root, run_id).with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def publish_report(partial: Path, report_root: Path, run_id: int) -> Path:
+    """Move a finished render into place as run-<N>/ and point current at it. A rename is atomic, so a
+    reader (or a kill -9) sees the old folder or the new one. Re-rendering a run moves the old folder
+    aside first; recover_report_root puts it back if the process dies between the two renames."""
+    for path in sorted(partial.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    final = run_folder(report_root, run_id)
+    previous = final.with_suffix(".previous")
+    if final.exists():
+        os.replace(final, previous)
+    os.replace(partial, final)
+    shutil.rmtree(previous, ignore_errors=True)
+    link = current_report(report_root)
+    tmp_link = link.with_suffix(".link-tmp")
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(final.name)
+    os.replace(tmp_link, link)
+    return final
+
+
+def recover_report_root(report_root: Path) -> None:
+    """Undo what a killed render left: partial folders go, a folder moved aside comes back."""
+    if not report_root.is_dir():
+        return
+    for partial in report_root.glob("run-*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+    for previous in report_root.glob("run-*.previous"):
+        final = previous.with_suffix("")
+        if final.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(previous, final)
 
 
 def _xlsx_value(text):
