@@ -38,6 +38,8 @@ def ingest_delivery_task(folder: Path, db_path: Path, today: date | None) -> Loa
                     folder.name, outcome.delivery_id, received, quarantined, outcome.seconds)
     elif outcome.status == "refused":
         logger.warning("%s refused: %s", folder.name, outcome.message)
+    elif outcome.status == "failed":
+        logger.error("%s not loaded: %s", folder.name, outcome.message)
     else:
         logger.info("%s: %s", folder.name, outcome.message)
     return outcome
@@ -45,6 +47,7 @@ def ingest_delivery_task(folder: Path, db_path: Path, today: date | None) -> Loa
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(paths: list[Path], db_path: Path, today: date | None = None) -> list[LoadOutcome]:
-    prepare_warehouse_task(db_path)
-    folders = find_deliveries_task(paths)
-    return [ingest_delivery_task(folder, db_path, today) for folder in folders]
+    with warehouse.writer_lock(db_path):
+        prepare_warehouse_task(db_path)
+        folders = find_deliveries_task(paths)
+        return [ingest_delivery_task(folder, db_path, today) for folder in folders]

@@ -15,9 +15,9 @@ from vigil.run import RunSummary, analyse, publish_snapshot
 
 
 @task(name="analyse", cache_policy=NO_CACHE)
-def analyse_task(db_path: Path, parameters: dict) -> RunSummary:
+def analyse_task(db_path: Path, parameters: dict, earlier_steps: dict[str, float]) -> RunSummary:
     with warehouse.connect(db_path) as con:
-        summary = analyse(con, parameters, flow_run_id=str(runtime.flow_run.id or "") or None)
+        summary = analyse(con, parameters, str(runtime.flow_run.id or "") or None, earlier_steps)
     get_run_logger().info("run %d: %d patients in the cohort, %d first serious infections, %.0f person-years",
                           summary.run_id, summary.cohort["cohort_size"],
                           summary.cohort["events"]["first_serious"], summary.cohort["person_years"])
@@ -32,8 +32,14 @@ def report_task(db_path: Path, out_dir: Path, run_id: int) -> ReportResult:
     return result
 
 
-# Copying a file can be repeated safely: the snapshot appears only by an atomic rename.
-@task(name="publish snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def _file_system_error(task, task_run, state) -> bool:
+    """Retry only what can be repeated safely: a failed file copy (the snapshot appears only by an atomic
+    rename). Never a refusal, a validation failure or a failed analysis: those are answers."""
+    return isinstance(state.data, OSError)
+
+
+@task(name="publish snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_file_system_error)
 def publish_task(db_path: Path, run_id: int) -> Path:
     snapshot = publish_snapshot(db_path, run_id)
     get_run_logger().info("published %s", snapshot)
@@ -46,11 +52,17 @@ def study_pipeline(landing: list[Path], db_path: Path, out: Path | None = None, 
     """Ingest -> analyse -> report -> snapshot. out: report folder (default: report/ beside the warehouse).
     only_if_new: skip the rest when no delivery was accepted (the landing-folder watch)."""
     out = out or warehouse.default_report_dir(db_path)
-    outcomes = ingest_flow(landing, db_path, today)
-    if only_if_new and not any(o.status == "accepted" for o in outcomes):
-        get_run_logger().info("no new or corrected delivery: nothing to analyse")
-        return {"deliveries": outcomes, "run": None, "report": None}
-    summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path), "out": str(out)})
-    report = report_task(db_path, out, summary.run_id)
-    summary.snapshot = publish_task(db_path, summary.run_id)
+    with warehouse.writer_lock(db_path):
+        outcomes = ingest_flow(landing, db_path, today)
+        failed = [o for o in outcomes if o.status == "failed"]
+        if failed:  # the warehouse could not take a delivery: analysing the earlier state would mislead
+            raise warehouse.LoadFailed("; ".join(o.message for o in failed))
+        if only_if_new and not any(o.status == "accepted" for o in outcomes):
+            get_run_logger().info("no new or corrected delivery: nothing to analyse")
+            return {"deliveries": outcomes, "run": None, "report": None}
+        ingest_seconds = round(sum(sum(o.seconds.values()) for o in outcomes), 2)
+        summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path), "out": str(out)},
+                               {"ingest": ingest_seconds})
+        report = report_task(db_path, out, summary.run_id)
+        summary.snapshot = publish_task(db_path, summary.run_id)
     return {"deliveries": outcomes, "run": summary, "report": report}

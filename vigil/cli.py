@@ -83,9 +83,10 @@ def ingest(
 ) -> None:
     """Check and load deliveries; refuse or quarantine what breaks the extract spec.
 
-    Exit status: 0 all accepted or already loaded, 3 some delivery refused, 2 usage error.
+    Exit status: 0 all accepted or already loaded, 3 some delivery refused, 2 usage error, 1 the warehouse
+    could not take a delivery (e.g. disk full; nothing of it kept) or another run is writing.
     """
-    from vigil.warehouse import WarehouseBusy, resolve_db
+    from vigil.warehouse import WarehouseBusy, resolve_db, writer_lock
 
     _require_folders(paths)
     try:
@@ -94,13 +95,17 @@ def ingest(
         _fail(f"--today {today!r} is not an ISO date", EXIT_USAGE)
     from pipelines.ingest_flow import ingest_flow
 
+    db_path = resolve_db(db).resolve()
     try:
-        outcomes = ingest_flow([p.resolve() for p in paths], resolve_db(db).resolve(), today_date)
+        with writer_lock(db_path):
+            outcomes = ingest_flow([p.resolve() for p in paths], db_path, today_date)
     except WarehouseBusy as exc:
         _fail(str(exc))
     print_ingest_summary(outcomes)
     if not outcomes:
         err.print("no delivery folders found")
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(EXIT_FAILED)
     if any(o.status == "refused" for o in outcomes):
         raise typer.Exit(EXIT_REFUSED)
 
@@ -133,7 +138,7 @@ def analyse(db: DbOption = None) -> None:
     if not db_path.exists():
         _fail(f"{db_path} does not exist: ingest deliveries first (vigil ingest)", EXIT_USAGE)
     try:
-        with console.status("building cohort and analyses"):
+        with warehouse.writer_lock(db_path), console.status("building cohort and analyses"):
             with warehouse.connect(db_path) as con:
                 warehouse.create_layout(con)
                 summary = run_analysis(con, {"db": str(db_path)})
@@ -143,7 +148,8 @@ def analyse(db: DbOption = None) -> None:
     print_run_summary(summary)
 
 
-OutOption = Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: report/ beside the warehouse).")]
+OutOption = Annotated[Optional[Path], typer.Option(
+    "--out", help="Report folder: one run-<N>/ per run and current/ (default: report/ beside the warehouse).")]
 
 
 def print_report(result) -> None:
@@ -168,9 +174,9 @@ def report(
     if not db_path.exists():
         _fail(f"{db_path} does not exist: ingest and analyse first", EXIT_USAGE)
     try:
-        with console.status("rendering the report"):
+        with warehouse.writer_lock(db_path), console.status("rendering the report"):
             result = render_report(db_path, out or warehouse.default_report_dir(db_path), run_id)
-    except ReportError as exc:
+    except (ReportError, warehouse.WarehouseBusy) as exc:
         _fail(str(exc))
     print_report(result)
 
@@ -188,9 +194,10 @@ def run(
     from pipelines.study_flow import study_pipeline
     from vigil.report import ReportError
 
+    db_path = warehouse.resolve_db(db).resolve()
     try:
-        result = study_pipeline([p.resolve() for p in paths], warehouse.resolve_db(db).resolve(),
-                                out.resolve() if out else None)
+        with warehouse.writer_lock(db_path):
+            result = study_pipeline([p.resolve() for p in paths], db_path, out.resolve() if out else None)
     except (warehouse.WarehouseBusy, warehouse.LoadFailed, ReportError) as exc:
         _fail(str(exc))
     print_ingest_summary(result["deliveries"])
@@ -208,6 +215,7 @@ def demo(
     """Synthesize a small study with faults into a landing folder and run the whole pipeline on it."""
     import shutil
 
+    from vigil.report.render import current_report
     from vigil.warehouse import default_report_dir
 
     shutil.rmtree(out, ignore_errors=True)
@@ -220,7 +228,7 @@ def demo(
         if exit_.exit_code not in (0, EXIT_REFUSED):
             raise
     console.print(f"demo study in {out.resolve()}")
-    console.print(f"report: {(default_report_dir(db) / 'report.html').resolve()}")
+    console.print(f"report: {(current_report(default_report_dir(db)) / 'report.html').resolve()}")
 
 
 @app.command("contract-docs")

@@ -55,13 +55,15 @@ def _current_deliveries(con: duckdb.DuckDBPyConnection) -> list[dict]:
             for d, s, c, t, h in rows]
 
 
-def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow_run_id: str | None = None) -> RunSummary:
-    """Build cohort, analysis datasets and every results table as run N+1, all or nothing."""
+def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow_run_id: str | None = None,
+            earlier_steps: dict[str, float] | None = None) -> RunSummary:
+    """Build cohort, analysis datasets and every results table as run N+1, all or nothing.
+    earlier_steps: timings of what the same flow run did before (the ingest), recorded with the run's own."""
     from vigil.analysis import run_analyses
     from vigil.cohort import build_cohort
 
     started_at = datetime.now(timezone.utc)
-    steps: dict[str, float] = {}
+    steps: dict[str, float] = dict(earlier_steps or {})
     run_file(con, RUNS_SQL)
     con.execute("BEGIN")
     try:
@@ -80,8 +82,12 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
             "deliveries": json.dumps(_current_deliveries(con), default=str),
             "flow_run_id": flow_run_id, "steps": json.dumps(steps)})
         con.execute("COMMIT")
+    except duckdb.Error as exc:  # e.g. disk full: a named failure; the previous run's results stay
+        warehouse.rollback(con)
+        raise warehouse.LoadFailed(f"run {run_id}: the analysis failed and was rolled back, no result of it was "
+                                   f"kept ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from exc
     except BaseException:
-        con.execute("ROLLBACK")
+        warehouse.rollback(con)
         raise
     kept = con.execute("SELECT count(*) FROM results.runs WHERE run_id = ?", [run_id]).fetchone()[0]
     if kept != 1:
@@ -122,9 +128,13 @@ def publish_snapshot(db_path: Path, run_id: int) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"vigil-run-{run_id:06d}.duckdb"
     partial = target.with_suffix(".partial")
-    shutil.copyfile(db_path, partial)
-    with partial.open("rb+") as handle:
-        os.fsync(handle.fileno())
+    try:
+        shutil.copyfile(db_path, partial)
+        with partial.open("rb+") as handle:
+            os.fsync(handle.fileno())
+    except OSError:  # e.g. disk full: no half copy left behind; the current snapshot is untouched
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, target)
     link = current_snapshot(db_path)
     tmp_link = link.with_suffix(".link-tmp")

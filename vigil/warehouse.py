@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -44,6 +48,53 @@ def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
         if "lock" in str(exc).lower():
             raise WarehouseBusy(f"{db_path} is in use by another process (one writer at a time): {exc}") from None
         raise
+
+
+_held_locks: dict[Path, list] = {}  # lock file -> [fd, depth] held by this process
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def writer_lock(db_path: Path):
+    """One writer per warehouse for a whole command or flow run (ingest, analyse, report, publish), not
+    only while DuckDB has the file open: an exclusive flock on <db>.lock. A second run fails fast with
+    WarehouseBusy naming the holder. Re-entrant within a process (a flow inside a locked command); the
+    OS releases it when the holder exits, even by kill -9, so a crash never leaves a stale lock."""
+    lock_path = db_path.resolve().with_name(db_path.name + ".lock")
+    with _held_guard:
+        held = _held_locks.get(lock_path)
+        if held:
+            held[1] += 1
+        else:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise WarehouseBusy(f"{db_path} is being written by another vigil run ({holder}); one writer at "
+                                    "a time: try again when it has finished") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}, since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode())
+            _held_locks[lock_path] = [fd, 1]
+    try:
+        yield
+    finally:
+        with _held_guard:
+            held = _held_locks[lock_path]
+            held[1] -= 1
+            if held[1] == 0:
+                del _held_locks[lock_path]
+                os.close(held[0])  # closing the descriptor releases the flock
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK that tolerates a transaction DuckDB has already ended (it invalidates one after an IO error)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def create_layout(con: duckdb.DuckDBPyConnection, contract: Contract | None = None) -> None:

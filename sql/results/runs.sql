@@ -30,4 +30,4 @@ COMMENT ON COLUMN results.runs.codelist_versions IS 'Version and sha256 of each 
 COMMENT ON COLUMN results.runs.parameters IS 'Run parameters (database, analysis days, ...).';
 COMMENT ON COLUMN results.runs.deliveries IS 'The deliveries analysed: delivery_id, site_id, data_cut, created_at and file hashes.';
 COMMENT ON COLUMN results.runs.flow_run_id IS 'Prefect flow run id when the run was made by a flow.';
-COMMENT ON COLUMN results.runs.step_seconds IS 'Wall time of each step, in seconds.';
+COMMENT ON COLUMN results.runs.step_seconds IS 'Wall time of each step, in seconds: ingest (when the run''s flow ingested deliveries first), cohort, analyses. Report and snapshot come after the run is recorded and are timed in the Prefect flow run log.';

@@ -1,0 +1,48 @@
+"""The study pipeline as a Prefect flow, on a tiny generated study (a temporary Prefect server)."""
+
+import json
+from datetime import date
+from uuid import UUID
+
+import duckdb
+import pytest
+
+from vigil.report.render import current_report
+from vigil.run import current_snapshot
+
+pytestmark = pytest.mark.flow
+
+
+def test_study_pipeline_runs_a_tiny_study_end_to_end_and_the_watch_skips_when_nothing_is_new(
+        prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from pipelines.study_flow import study_pipeline
+    from vigil.synth import synthesize_study
+
+    synth = synthesize_study(tmp_path / "landing", patients=400, sites=2, seed=7, faults=True)
+    db = tmp_path / "wh" / "vigil.duckdb"
+    result = study_pipeline([tmp_path / "landing"], db, today=date(2026, 11, 25))
+
+    statuses = sorted(o.status for o in result["deliveries"])
+    assert statuses == ["accepted"] * len(synth.deliveries) + ["refused"] * len(synth.refused)
+    run = result["run"]
+    assert run.run_id == 1 and current_snapshot(db).resolve() == run.snapshot.resolve()
+    assert current_report(db.parent / "report").resolve() == result["report"].out_dir.resolve()
+
+    con = duckdb.connect(str(db), read_only=True)
+    flow_run_id, steps, deliveries = con.execute(
+        "SELECT flow_run_id, step_seconds, deliveries FROM results.runs WHERE run_id = 1").fetchone()
+    con.close()
+    assert set(json.loads(steps)) == {"ingest", "cohort", "analyses"}
+    assert {d["site_id"] for d in json.loads(deliveries)} == {"DK01", "SE02"}
+    with get_client(sync_client=True) as client:  # the run points at the flow run that made it
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+        assert client.read_flow(flow_run.flow_id).name == "study-pipeline"
+
+    watch = study_pipeline([tmp_path / "landing"], db, only_if_new=True, today=date(2026, 11, 25))
+    assert {o.status for o in watch["deliveries"]} == {"already_loaded", "refused"}
+    assert watch["run"] is None
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT max(run_id) FROM results.runs").fetchone() == (1,)
+    con.close()
