@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from vigil import warehouse
+from vigil import progress, warehouse
 from vigil.contract import load_contract
 from vigil.delivery import find_deliveries
 from vigil.ingest import LoadOutcome, delivery_order, ingest_delivery
@@ -50,4 +50,9 @@ def ingest_flow(paths: list[Path], db_path: Path, today: date | None = None) -> 
     with warehouse.writer_lock(db_path):
         prepare_warehouse_task(db_path)
         folders = find_deliveries_task(paths)
-        return [ingest_delivery_task(folder, db_path, today) for folder in folders]
+        outcomes = []
+        for done, folder in enumerate(folders):
+            progress.report("ingest", done, len(folders), folder.name)
+            outcomes.append(ingest_delivery_task(folder, db_path, today))
+        progress.report("ingest", len(folders), len(folders), f"{len(folders)} deliveries")
+        return outcomes

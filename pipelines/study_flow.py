@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines.ingest_flow import ingest_flow
-from vigil import warehouse
+from vigil import progress, warehouse
 from vigil.report import ReportResult, render_report
 from vigil.run import RunSummary, analyse, publish_snapshot
 
@@ -61,8 +61,14 @@ def study_pipeline(landing: list[Path], db_path: Path, out: Path | None = None, 
             get_run_logger().info("no new or corrected delivery: nothing to analyse")
             return {"deliveries": outcomes, "run": None, "report": None}
         ingest_seconds = round(sum(sum(o.seconds.values()) for o in outcomes), 2)
+        progress.report("analyse", 0, 1, "cohort, analysis datasets, A1-A5")
         summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path), "out": str(out)},
                                {"ingest": ingest_seconds})
+        progress.report("analyse", 1, 1, f"run {summary.run_id}")
+        progress.report("report", 0, 1, "HTML, PDF, tables")
         report = report_task(db_path, out, summary.run_id)
+        progress.report("report", 1, 1, f"{report.pages} PDF pages")
+        progress.report("snapshot", 0, 1, "copying the warehouse")
         summary.snapshot = publish_task(db_path, summary.run_id)
+        progress.report("snapshot", 1, 1, summary.snapshot.name)
     return {"deliveries": outcomes, "run": summary, "report": report}

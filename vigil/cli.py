@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,6 +28,27 @@ DbOption = Annotated[Optional[Path], typer.Option("--db", help="Warehouse file (
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+@contextmanager
+def _progress():
+    """Rich progress bars for the steps the pipeline reports (vigil.progress) while a flow runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from vigil import progress
+
+    columns = (SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as bars:
+        tasks: dict[str, int] = {}
+
+        def draw(step: str, done: int, total: int, detail: str) -> None:
+            if step not in tasks:
+                tasks[step] = bars.add_task(step, total=total)
+            bars.update(tasks[step], completed=done, total=total, description=f"{step}: {detail}"[:44])
+
+        with progress.listen(draw):
+            yield
 
 
 def _require_folders(paths: list[Path]) -> None:
@@ -97,7 +119,7 @@ def ingest(
 
     db_path = resolve_db(db).resolve()
     try:
-        with writer_lock(db_path):
+        with writer_lock(db_path), _progress():
             outcomes = ingest_flow([p.resolve() for p in paths], db_path, today_date)
     except WarehouseBusy as exc:
         _fail(str(exc))
@@ -196,7 +218,7 @@ def run(
 
     db_path = warehouse.resolve_db(db).resolve()
     try:
-        with warehouse.writer_lock(db_path):
+        with warehouse.writer_lock(db_path), _progress():
             result = study_pipeline([p.resolve() for p in paths], db_path, out.resolve() if out else None)
     except (warehouse.WarehouseBusy, warehouse.LoadFailed, ReportError) as exc:
         _fail(str(exc))
