@@ -3,14 +3,20 @@
 Everything here answers one question per delivery: refuse it whole (DTS section 3), or go on
 to load it. A refusal names the delivery folder, the file (and line/column where known) and
 what is wrong; it never raises past `inspect_delivery`.
+
+CSV line endings: the spec asks for `"` quoting and a comma (RFC 4180) and says nothing more, so a
+file's rows end in CRLF (RFC 4180) or LF (common practice), one of them per file. A bare CR (old Mac
+files) and a mix of endings are not CSV of the spec: DuckDB cannot parse a mix, so both are refused
+with the line where they start. A "line" is what ends in LF, as in an editor; a quoted newline
+continues the row on the next line.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -20,6 +26,13 @@ from vigil.contract import Contract
 HASH_CHUNK = 1 << 20
 # A header line longer than this is not a header of this spec (protects against garbage files).
 MAX_HEADER_BYTES = 64 * 1024
+MAX_MANIFEST_BYTES = 10 * 1024 * 1024
+# Longest CSV line, passed to DuckDB as max_line_size. Checked here too: DuckDB 2.0 silently drops a
+# last line of tens of MB instead of refusing it. Larger than HASH_CHUNK, which the check relies on.
+MAX_LINE_BYTES = 2_000_000
+# The csv module counts lines for messages and lineage; its default 128 KB field limit is below what
+# DuckDB loads, and a file DuckDB loaded must not fail to be counted.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
 
 
 class Refusal(Exception):
@@ -27,7 +40,7 @@ class Refusal(Exception):
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None,
                  column: str | None = None):
-        self.message, self.file, self.line, self.column = message, file, line, column
+        self.message, self.file, self.line, self.column = message, _printable(file), line, _printable(column)
         super().__init__(message)
 
     def describe(self, folder: Path) -> str:
@@ -38,7 +51,14 @@ class Refusal(Exception):
             where.append(f"line {self.line}")
         if self.column:
             where.append(f"column {self.column}")
-        return f"{', '.join(where)}: {self.message}"
+        # One line per problem, whatever a parser's message holds.
+        return " ".join(f"{', '.join(where)}: {self.message}".splitlines())
+
+
+def _printable(name: str | None) -> str | None:
+    """A name from a hostile delivery as it can be shown and stored (no control characters, no
+    undecodable bytes, which the warehouse would reject as text)."""
+    return name if name is None or name.isprintable() else ascii(name)
 
 
 @dataclass
@@ -48,7 +68,14 @@ class DeliveryFile:
     sha256: str
     rows: int  # from the manifest
     columns: list[str] = field(default_factory=list)  # as found in the file, in file order
-    newline_count: int = 0  # CSV only: tells whether quoted newlines shift line numbers
+    newline_count: int = 0  # CSV only, with final_newline: tells whether quoted newlines shift line numbers
+    final_newline: bool = False
+
+    @property
+    def one_line_per_row(self) -> bool:
+        """CSV without quoted newlines or blank lines: data row r is line r + 1 (valid once the row
+        count matched the manifest)."""
+        return self.newline_count == self.rows + self.final_newline
 
 
 @dataclass
@@ -83,22 +110,40 @@ def find_deliveries(paths: list[Path], contract: Contract) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def sha256_and_newlines(path: Path) -> tuple[str, int]:
-    digest, newlines = hashlib.sha256(), 0
+def scan_file(path: Path, name: str, text: bool) -> tuple[str, int, bool]:
+    """sha256, number of LF bytes and whether the file ends in LF, read 1 MB at a time. A text (CSV)
+    file is refused at its first NUL byte or line longer than MAX_LINE_BYTES, without reading on:
+    neither is text of the spec, and a 2 GB garbage file costs no more than its first bad megabyte."""
+    digest, newlines, last = hashlib.sha256(), 0, b""
+    run = 0  # bytes of the line still open at the end of the previous chunk
     with path.open("rb") as handle:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
+            if text:
+                if (nul := chunk.find(b"\0")) >= 0:
+                    raise Refusal("holds a NUL byte: binary data, not CSV text", name,
+                                  newlines + chunk.count(b"\n", 0, nul) + 1)
+                # Lines inside one chunk are shorter than HASH_CHUNK: only one that spans chunks can be too long.
+                first = chunk.find(b"\n")
+                if run + (first if first >= 0 else len(chunk)) > MAX_LINE_BYTES:
+                    raise Refusal(f"line longer than {MAX_LINE_BYTES} bytes: not a row of the spec", name,
+                                  newlines + 1)
+                run = run + len(chunk) if first < 0 else len(chunk) - chunk.rfind(b"\n") - 1
             newlines += chunk.count(b"\n")
-    return digest.hexdigest(), newlines
+            last = chunk[-1:]
+    return digest.hexdigest(), newlines, last == b"\n"
 
 
 def _read_manifest(folder: Path, contract: Contract) -> tuple[dict, str]:
     path = folder / "manifest.json"
-    if path.is_symlink() or not path.is_file():
+    if not path.is_symlink() and not path.exists():
         raise Refusal("missing manifest.json", "manifest.json")
-    data = path.read_bytes()
-    if len(data) > 10 * 1024 * 1024:
-        raise Refusal("manifest.json is larger than 10 MB", "manifest.json")
+    if path.is_symlink() or not path.is_file():
+        raise Refusal("not a regular file inside the delivery folder", "manifest.json")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise Refusal(f"manifest.json is larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MB", "manifest.json")
     try:
         manifest = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
@@ -106,6 +151,8 @@ def _read_manifest(folder: Path, contract: Contract) -> tuple[dict, str]:
     except json.JSONDecodeError as exc:
         raise Refusal(f"manifest.json is not valid JSON: {exc.msg}", "manifest.json", exc.lineno,
                       str(exc.colno)) from None
+    except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits, nesting too deep
+        raise Refusal(f"manifest.json cannot be read as JSON: {exc}", "manifest.json") from None
     if not isinstance(manifest, dict):
         raise Refusal("manifest.json must hold a JSON object", "manifest.json")
     missing = [k for k in contract.manifest_keys if k not in manifest]
@@ -118,7 +165,10 @@ def _parse_manifest_dates(manifest: dict) -> tuple[date, datetime]:
     try:
         data_cut = date.fromisoformat(str(manifest["data_cut"]))
     except ValueError:
-        raise Refusal(f"data_cut {manifest['data_cut']!r} is not an ISO date", "manifest.json") from None
+        data_cut = None
+    # fromisoformat also takes 20260630; the spec's dates are YYYY-MM-DD.
+    if data_cut is None or data_cut.isoformat() != manifest["data_cut"]:
+        raise Refusal(f"data_cut {manifest['data_cut']!r} is not an ISO date (YYYY-MM-DD)", "manifest.json")
     try:
         created_at = datetime.fromisoformat(str(manifest["created_at"]).replace("Z", "+00:00"))
     except ValueError:
@@ -179,6 +229,7 @@ def _file_entry(folder: Path, name: str, entry: dict) -> tuple[Path, int, str]:
 
 
 def read_csv_header(path: Path, name: str) -> list[str]:
+    """The header row's names; reads at most MAX_HEADER_BYTES, so a garbage file is refused at once."""
     with path.open("rb") as handle:
         first = handle.readline(MAX_HEADER_BYTES)
     if not first:
@@ -189,26 +240,42 @@ def read_csv_header(path: Path, name: str) -> list[str]:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise Refusal(f"not UTF-8 (byte {exc.start + 1} of the header)", name, 1) from None
-    header = next(csv.reader(io.StringIO(text), delimiter=",", quotechar='"'), [])
+    text = text.removesuffix("\n").removesuffix("\r")
+    if "\r" in text:
+        raise Refusal("line ends in a bare CR: rows must end in LF or CRLF", name, 1)
+    header = next(csv.reader([text], delimiter=",", quotechar='"'), [])
+    if len(header) == 1:
+        other = next((d for d in ";\t|" if d in header[0]), None)
+        if other:
+            raise Refusal(f"not comma-separated: the header row is split by {other!r}", name, 1)
     return header
 
 
-def check_columns(found: list[str], expected: list[str], name: str) -> None:
+def check_columns(found: list[str], expected: list[str], name: str, line: int | None) -> None:
+    """`line`: the header's line (1 in CSV; Parquet has none)."""
     duplicates = sorted({c for c in found if found.count(c) > 1})
     if duplicates:
-        raise Refusal(f"duplicate column {duplicates[0]!r} in the header", name, 1, duplicates[0])
+        raise Refusal(f"duplicate column {duplicates[0]!r} in the header", name, line, duplicates[0])
     missing = [c for c in expected if c not in found]
     extra = [c for c in found if c not in expected]
     if missing:
         hint = f" (found {', '.join(repr(e) for e in extra)})" if extra else ""
-        raise Refusal(f"missing column {missing[0]!r}{hint}", name, 1, missing[0])
+        raise Refusal(f"missing column {missing[0]!r}{hint}", name, line, missing[0])
     if extra:
-        raise Refusal(f"column {extra[0]!r} is not in the spec (never deliver other columns)", name, 1, extra[0])
+        raise Refusal(f"column {extra[0]!r} is not in the spec: never deliver other columns "
+                      "(they may hold direct identifiers)", name, line, extra[0])
 
 
 def inspect_delivery(folder: Path, contract: Contract, today: date | None = None) -> Delivery:
-    """Check manifest, file list, hashes and headers. Raises Refusal; reads no data rows."""
-    today = today or date.today()
+    """Check manifest, file list, headers and hashes. Raises Refusal; reads no data rows."""
+    try:
+        return _inspect(folder, contract, today or date.today())
+    except OSError as exc:  # unreadable, or gone while being read
+        name = Path(exc.filename).name if exc.filename else None
+        raise Refusal(f"cannot be read: {exc.strerror or exc}", name) from None
+
+
+def _inspect(folder: Path, contract: Contract, today: date) -> Delivery:
     manifest, manifest_sha = _read_manifest(folder, contract)
     site_id, data_cut, created_at = _check_identity(folder, manifest, contract, today)
     fmt, listed = _check_file_list(folder, manifest, contract)
@@ -216,12 +283,13 @@ def inspect_delivery(folder: Path, contract: Contract, today: date | None = None
     for table in contract.tables.values():
         name = f"{table.name}.{fmt}"
         path, rows, expected_sha = _file_entry(folder, name, listed[name])
-        actual_sha, newlines = sha256_and_newlines(path)
+        # Header before hash: a garbage file is refused without reading all of it.
+        columns = read_csv_header(path, name) if fmt == "csv" else parquet_columns(path, name)
+        check_columns(columns, table.column_names, name, 1 if fmt == "csv" else None)
+        actual_sha, newlines, final_newline = scan_file(path, name, fmt == "csv")
         if actual_sha != expected_sha:
             raise Refusal(f"sha256 mismatch: manifest says {expected_sha}, file has {actual_sha}", name)
-        columns = read_csv_header(path, name) if fmt == "csv" else parquet_columns(path, name)
-        check_columns(columns, table.column_names, name)
-        files[table.name] = DeliveryFile(name, path, actual_sha, rows, columns, newlines)
+        files[table.name] = DeliveryFile(name, path, actual_sha, rows, columns, newlines, final_newline)
     return Delivery(folder, site_id, data_cut, created_at, fmt, manifest_sha, files)
 
 
@@ -232,3 +300,58 @@ def parquet_columns(path: Path, name: str) -> list[str]:
         return list(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several types for a broken file
         raise Refusal(f"cannot be read as Parquet: {exc}", name) from None
+
+
+def csv_record_ends(path: Path) -> Iterator[tuple[int, bool]]:
+    """For each record of an inspected CSV file (no line longer than MAX_LINE_BYTES), header first,
+    the line it ends on and whether it is blank: DuckDB numbers records and blank lines in its errors.
+    Stops early at what the csv module cannot parse."""
+    # newline="\n": lines end in LF only, so a CR inside quotes stays in its value, as in DuckDB.
+    with path.open(encoding="utf-8-sig", errors="replace", newline="\n") as handle:
+        reader = csv.reader(handle, delimiter=",", quotechar='"')
+        try:
+            for record in reader:
+                yield reader.line_num, not record
+        except csv.Error:
+            return
+
+
+def csv_row_lines(path: Path) -> list[int]:
+    """First line of each data row (DuckDB skips blank lines); shorter if counting stopped early."""
+    lines, previous_end = [], None
+    for end, blank in csv_record_ends(path):
+        if previous_end is not None and not blank:
+            lines.append(previous_end + 1)
+        previous_end = end
+    return lines
+
+
+def csv_record_line(path: Path, record: int) -> int | None:
+    """First line of the record DuckDB's error calls "Line: record" (header = 1, blank lines count)."""
+    if record == 1:
+        return 1
+    for number, (end, _) in enumerate(csv_record_ends(path), start=1):
+        if number == record - 1:
+            return end + 1
+    return None
+
+
+def csv_line_ending_problem(path: Path) -> tuple[int, str] | None:
+    """The first line that ends differently from line 1 (LF or CRLF), or holds a bare CR outside
+    quotes: what DuckDB refuses without saying where."""
+    names = {b"\r\n": "CRLF", b"\n": "LF"}
+    quoted, first, number = False, None, 1
+    with path.open("rb") as handle:
+        for line in handle:
+            ending = next((e for e in names if line.endswith(e)), b"")
+            for part in line[:len(line) - len(ending)].split(b'"'):
+                if not quoted and b"\r" in part:
+                    return number, "line holds a bare CR outside quotes: rows must end in LF or CRLF"
+                quoted = not quoted
+            quoted = not quoted  # a line of n quotes has n + 1 parts: undo the last toggle
+            if ending and not quoted:
+                first = first or ending
+                if ending != first:
+                    return number, f"line ends in {names[ending]}, line 1 in {names[first]}: one line ending per file"
+            number += 1
+    return None

@@ -8,7 +8,6 @@ record does not describe.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Mapping
@@ -19,7 +18,8 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import Contract, Table, load_contract, sql_literal
-from vigil.delivery import Delivery, Refusal, find_deliveries, inspect_delivery
+from vigil.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_problem, csv_record_line,
+                            csv_row_lines, find_deliveries, inspect_delivery)
 from vigil import gx_validation
 from vigil.rules import frame_columns, typed_expression, violation_sql
 from vigil.warehouse import LoadFailed
@@ -61,7 +61,7 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
         columns = "{" + ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in f.columns) + "}"
         source = (f"read_csv($path, header = true, delim = ',', quote = '\"', escape = '\"', "
                   f"columns = {columns}, auto_detect = false, strict_mode = true, null_padding = false, "
-                  f"encoding = 'utf-8', nullstr = '')")
+                  f"encoding = 'utf-8', nullstr = '', max_line_size = {MAX_LINE_BYTES})")
         select = ", ".join(f'"{c}"' for c in table.column_names)
     else:
         source = "read_parquet($path)"
@@ -71,7 +71,7 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
         _q(con, f"CREATE OR REPLACE TEMP TABLE {_temp(table.name)}_src AS SELECT {select} FROM {source}",
            {"path": str(f.path)})
     except duckdb.Error as exc:
-        raise Refusal(_parse_error(exc), f.name, _error_line(exc)) from None
+        raise _parse_refusal(exc, delivery, table) from None
     _q(con, f"CREATE OR REPLACE TEMP TABLE {_temp(table.name)} AS "
             f"SELECT rowid - (SELECT min(rowid) FROM {_temp(table.name)}_src) + 1 AS _row, * "
             f"FROM {_temp(table.name)}_src")
@@ -81,46 +81,47 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
         raise Refusal(f"row count mismatch: manifest says {f.rows}, file has {rows}", f.name)
 
 
-def _parse_error(exc: duckdb.Error) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines[1:] if not ln.startswith(("Original Line", "Possible"))), "")
+def _parse_refusal(exc: duckdb.Error, delivery: Delivery, table: Table) -> Refusal:
+    """DuckDB's reading error as a refusal at the line where the record starts in the file."""
+    f = delivery.files[table.name]
+    # DuckDB's text: "CSV Error on Line: N", "Original Line: <the raw row, may span lines>", the
+    # problem, then "Possible fixes" and its options. Only the problem is kept (the row may hold data).
+    lines = [ln.strip() for ln in str(exc).split("\nPossible", 1)[0].splitlines() if ln.strip()]
     first = lines[0].split("Error:", 1)[-1].strip() if lines else str(exc)
-    return f"cannot be parsed: {first}{'; ' + detail if detail else ''}"
-
-
-def _error_line(exc: duckdb.Error) -> int | None:
-    marker = "Error on Line:"
-    text = str(exc)
-    if marker in text:
-        tail = text.split(marker, 1)[1].strip().split()[0]
-        return int(tail) if tail.isdigit() else None
-    return None
+    marker = "CSV Error on Line:"
+    if not first.startswith(marker) or delivery.fmt != "csv":
+        problem = csv_line_ending_problem(f.path) if delivery.fmt == "csv" else None
+        if problem:
+            return Refusal(f"cannot be parsed: {problem[1]}", f.name, problem[0])
+        return Refusal(f"cannot be parsed: {first}", f.name)
+    record = first.removeprefix(marker).strip()
+    line = csv_record_line(f.path, int(record)) if record.isdigit() else None
+    return Refusal(f"cannot be parsed: {lines[-1]}", f.name, line)
 
 
 def _line_numbers(con, delivery: Delivery, table: Table) -> str:
     """SQL template for a row's line in its file (header = line 1; Parquet: row number); {row} is
     the row ordinal column to use."""
     f = delivery.files[table.name]
-    if delivery.fmt != "csv" or f.newline_count in (f.rows, f.rows + 1):
+    if delivery.fmt != "csv" or f.one_line_per_row:
         return "{row} + 1" if delivery.fmt == "csv" else "{row}"
-    # Quoted newlines: rows span lines, so count them the way a CSV reader does.
-    starts = []
-    with f.path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        previous_end = reader.line_num
-        for _ in reader:
-            starts.append(previous_end + 1)
-            previous_end = reader.line_num
+    # Quoted newlines or blank lines: rows and lines differ, so count them the way a CSV reader does.
+    starts = csv_row_lines(f.path)
     map_table = f"line_map_{table.name}"
     _q(con, f"CREATE OR REPLACE TEMP TABLE {map_table} (_row BIGINT, line_number BIGINT)")
     con.executemany(f"INSERT INTO {map_table} VALUES (?, ?)", list(enumerate(starts, start=1)))
     return f"(SELECT m.line_number FROM {map_table} m WHERE m._row = {{row}})"
 
 
-def _line(delivery: Delivery, row: int) -> int:
+def _line(delivery: Delivery, table: Table, row: int) -> int | None:
     """Line of a row in a refused file: header = line 1 in CSV, the row number in Parquet."""
-    return row + 1 if delivery.fmt == "csv" else row
+    f = delivery.files[table.name]
+    if delivery.fmt != "csv":
+        return row
+    if f.one_line_per_row:
+        return row + 1
+    starts = csv_row_lines(f.path)
+    return starts[row - 1] if row <= len(starts) else None
 
 
 def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Contract) -> None:
@@ -134,13 +135,13 @@ def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Con
             ORDER BY _row LIMIT 1""", {"fmt": patient_id_format, "site": delivery.site_id}).fetchone()
         if row:
             raise Refusal(f"patient_id {row[1]!r} belongs to another site (delivery is {delivery.site_id})",
-                          delivery.files[table.name].name, _line(delivery, row[0]), "patient_id")
+                          delivery.files[table.name].name, _line(delivery, table, row[0]), "patient_id")
         for key in table.refuse_duplicate:
             dup = _q(con, f"""
                 SELECT {key}, list(_row ORDER BY _row) FROM {_temp(table.name)}
                 WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1 ORDER BY min(_row) LIMIT 1""").fetchone()
             if dup:
-                lines = [_line(delivery, r) for r in dup[1]]
+                lines = [_line(delivery, table, r) for r in dup[1][:5]]
                 raise Refusal(f"duplicate {key} {dup[0]!r} (lines {', '.join(map(str, lines[:5]))})",
                               delivery.files[table.name].name, lines[1], key)
 
