@@ -1,19 +1,31 @@
 """Benchmark: synth, ingest and a bare DuckDB load at stated sizes; time and peak memory per stage.
 
 Usage: python benchmarks/benchmark.py [--sizes 10000,100000,1000000] [--out benchmarks/out]
+       python benchmarks/benchmark.py --prefect-overhead [N] [--repeat R] [--out benchmarks/out]
 Each stage runs in its own process so its peak RSS is its own. Results go to stdout as a table
 and to benchmarks/out/results.json. Not a test: nothing here asserts on time.
+
+--prefect-overhead (N patients, default 10000) times the whole study pipeline three ways, each in its
+own process on the same synthesized deliveries and each into a fresh warehouse: (a) the study_pipeline
+flow against the Prefect server that PREFECT_API_URL names (skipped when none is set, in the environment
+or the active Prefect profile, or it does not answer), (b) the same flow with no server configured
+(Prefect starts a temporary one; fresh PREFECT_HOME), (c) the plain functions ingest_all, analyse,
+render_report and publish_snapshot with no Prefect. It prints the three times and the overheads a - c
+and b - c, and writes them to benchmarks/out/prefect_overhead.json. On a shared machine one round
+varies by several seconds: --repeat R alternates the three R times and reports the median round.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,15 +87,58 @@ def stage_bare_load(landing: Path, db: Path) -> dict:
     return {"rows": rows}
 
 
+def stage_flow(landing: Path, db: Path) -> dict:
+    """The study_pipeline flow (ingest subflow, analyse, report, snapshot) against the Prefect API the
+    environment names, or a temporary server when it names none."""
+    started = time.perf_counter()
+    from pipelines.study_flow import study_pipeline
+
+    imported = time.perf_counter()
+    result = study_pipeline([landing], db)
+    return {"import_seconds": round(imported - started, 2), "call_seconds": round(time.perf_counter() - imported, 2),
+            "statuses": [o.status for o in result["deliveries"]], "cohort": result["run"].cohort["cohort_size"],
+            "api": os.environ.get("PREFECT_API_URL") or "temporary server"}
+
+
+def stage_plain(landing: Path, db: Path) -> dict:
+    """What the flow runs, as the plain vigil functions and no Prefect: ingest_all, analyse, render_report,
+    publish_snapshot (the report into report/ beside the warehouse, as the flow does)."""
+    started = time.perf_counter()
+    from vigil import warehouse
+    from vigil.ingest import ingest_all
+    from vigil.report import render_report
+    from vigil.run import analyse, publish_snapshot
+
+    imported = time.perf_counter()
+    steps = {}
+    with warehouse.connect(db) as con:
+        warehouse.create_layout(con)
+        outcomes = ingest_all(con, [landing], warehouse.gx_dir_for(db))
+    steps["ingest_all"] = time.perf_counter()
+    with warehouse.connect(db) as con:
+        summary = analyse(con, {"landing": [str(landing)], "db": str(db)})
+    steps["analyse"] = time.perf_counter()
+    render_report(db, warehouse.default_report_dir(db), summary.run_id)
+    steps["render_report"] = time.perf_counter()
+    publish_snapshot(db, summary.run_id)
+    steps["publish_snapshot"] = time.perf_counter()
+    previous, step_seconds = imported, {}
+    for step, at in steps.items():
+        step_seconds[step], previous = round(at - previous, 2), at
+    return {"import_seconds": round(imported - started, 2), "call_seconds": round(previous - imported, 2),
+            "step_seconds": step_seconds, "statuses": [o.status for o in outcomes],
+            "cohort": summary.cohort["cohort_size"]}
+
+
 STAGES = {"synth": stage_synth, "ingest": stage_ingest, "analyse": stage_analyse, "report": stage_report,
-          "bare_load": stage_bare_load}
+          "bare_load": stage_bare_load, "flow": stage_flow, "plain": stage_plain}
 
 
-def run_stage(name: str, *args: str) -> dict:
+def run_stage(name: str, *args: str, env: dict | None = None) -> dict:
     """Run one stage in a child process; return its wall time, peak RSS and what it reported."""
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--stage", name, *args], cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"stage {name} failed:\n{proc.stderr[-3000:]}")
@@ -91,10 +146,98 @@ def run_stage(name: str, *args: str) -> dict:
     return {"seconds": round(elapsed, 2), **report}
 
 
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment, else from the active Prefect profile (prefect config set)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    proc = subprocess.run([sys.executable, "-c", "from prefect.settings import PREFECT_API_URL; "
+                           "print(PREFECT_API_URL.value() or '')"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
+def server_answers(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=10) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def prefect_overhead(patients: int, out: Path, repeat: int = 1) -> None:
+    """(a) the flow against the configured server, (b) the flow with a temporary server, (c) the plain
+    functions; each in its own process, each into a fresh warehouse, on one set of deliveries. With
+    repeat > 1 the three alternate round by round and the median round (by wall time) of each is reported."""
+    work = out / f"prefect-overhead-n{patients}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    landing = work / "landing"
+    row: dict = {"patients": patients, "synth": run_stage("synth", str(landing), str(patients))}
+    print(json.dumps(row, default=str), flush=True)
+    quiet = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    api_url = configured_api_url()
+    envs = {"plain": None}
+    if api_url and server_answers(api_url):
+        envs["server"] = {**os.environ, **quiet, "PREFECT_API_URL": api_url}
+    else:
+        row["server_skipped"] = (f"no Prefect server answers at {api_url}" if api_url else
+                                 "PREFECT_API_URL is not set (environment or active profile)")
+        print(f"(a) skipped: {row['server_skipped']}; start one (docs/scheduling.md) and set PREFECT_API_URL "
+              "to measure it", flush=True)
+    # No server configured: no PREFECT_API_URL, and a fresh PREFECT_HOME (set per round below) so that no
+    # profile names one; Prefect then starts a temporary server inside the flow's process.
+    envs["temporary_server"] = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
+    envs["temporary_server"].update(quiet, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    samples: dict[str, list[dict]] = {name: [] for name in envs}
+    for round_ in range(1, repeat + 1):
+        for name, env in envs.items():
+            folder = work / f"{name}-{round_}"  # a fresh warehouse (and PREFECT_HOME) every time
+            folder.mkdir()  # Prefect creates PREFECT_HOME but not its parents
+            if name == "temporary_server":
+                env = {**env, "PREFECT_HOME": str(folder / "prefect-home")}
+            result = run_stage("plain" if name == "plain" else "flow", str(landing), str(folder / "vigil.duckdb"),
+                               env=env)
+            samples[name].append(result)
+            print(json.dumps({"round": round_, name: result}, default=str), flush=True)
+            shutil.rmtree(folder)
+    for name, runs in samples.items():
+        row[name] = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+        row[name]["wall_samples"] = [r["seconds"] for r in runs]
+    plain = row["plain"]
+    row["overhead_seconds"] = {
+        name: {"wall": round(row[name]["seconds"] - plain["seconds"], 2),
+               "in_process": round(row[name]["call_seconds"] - plain["call_seconds"], 2)}
+        for name in ("server", "temporary_server") if name in row}
+    shutil.rmtree(landing)
+    (out / "prefect_overhead.json").write_text(json.dumps(row, indent=2, default=str))
+
+    rounds = f"median of {repeat} rounds" if repeat > 1 else "1 round"
+    print(f"\nstudy pipeline, {patients:,} patients, {rounds}: seconds (wall of the process; in the process, after "
+          "imports) and peak MB")
+    print("| variant | wall s | in-process s | peak MB | overhead vs plain, wall s | overhead, in-process s "
+          "| wall s, every round |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    labels = {"server": "(a) flow, local Prefect server", "temporary_server": "(b) flow, temporary server",
+              "plain": "(c) plain functions, no Prefect"}
+    for name in ("server", "temporary_server", "plain"):
+        if name not in row:
+            print(f"| {labels[name]} | skipped | | | | | |")
+            continue
+        r, over = row[name], row["overhead_seconds"].get(name)
+        cells = f"{over['wall']:+} | {over['in_process']:+}" if over else "- | -"
+        print(f"| {labels[name]} | {r['seconds']} | {r['call_seconds']} | {r['peak_rss_mb']:,.0f} | {cells} "
+              f"| {', '.join(str(x) for x in r['wall_samples'])} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--prefect-overhead", type=int, nargs="?", const=10000, metavar="N",
+                        help="time the flow with a server, with a temporary server and as plain functions "
+                             "(N patients, default 10000) instead of the stage sweep")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --prefect-overhead: rounds of the three runs; the median round is reported "
+                             "(the lower middle one when R is even)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -104,6 +247,9 @@ def main() -> None:
         report = fn(*args)
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(report, default=str))
+        return
+    if ns.prefect_overhead:
+        prefect_overhead(ns.prefect_overhead, ns.out, ns.repeat)
         return
 
     results = []
