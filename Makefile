@@ -5,6 +5,7 @@ UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 VENV := .venv
 VIGIL := $(VENV)/bin/vigil
+PYTEST_ARGS ?=
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export GX_ANALYTICS_ENABLED := False
 export DO_NOT_TRACK := 1
@@ -27,7 +28,7 @@ demo: install
 	$(VIGIL) demo
 
 test: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Regenerates the R reference (needs Debian's r-base-core and r-cran-survival); tests only read its output.
 reference: install
