@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from pipelines.ingest_flow import ingest_flow
 from vigil import progress, warehouse
@@ -55,8 +56,11 @@ def study_pipeline(landing: list[Path], db_path: Path, out: Path | None = None, 
     with warehouse.writer_lock(db_path):
         outcomes = ingest_flow(landing, db_path, today)
         failed = [o for o in outcomes if o.status == "failed"]
-        if failed:  # the warehouse could not take a delivery: analysing the earlier state would mislead
-            raise warehouse.LoadFailed("; ".join(o.message for o in failed))
+        if failed:  # the warehouse could not take a delivery: analysing the earlier state would mislead.
+            # A returned Failed state ends the run as failed with the message, not an engine traceback;
+            # a direct caller (the CLI) gets the LoadFailed raised.
+            message = "; ".join(o.message for o in failed)
+            return Failed(message=message, data=warehouse.LoadFailed(message))
         if only_if_new and not any(o.status == "accepted" for o in outcomes):
             get_run_logger().info("no new or corrected delivery: nothing to analyse")
             return {"deliveries": outcomes, "run": None, "report": None}
