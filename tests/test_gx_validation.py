@@ -1,8 +1,8 @@
 """vigil.gx_validation: the contract's rules as GX expectations, reconciled with the SQL rules.
 
 Validation frames are built the way the ingest builds them: raw text rows into DuckDB, typed
-with vigil.rules.typed_expression, handed over as `con.execute(sql).df()`; the SQL side counts
-violations with vigil.rules.violation_sql over the same frame.
+with vigil.rules.typed_expression, handed over as Arrow (`con.sql(sql).to_arrow_table()`); the SQL
+side counts violations with vigil.rules.violation_sql over the same frame.
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ def _context_type(column: str) -> str:
     return CONTRACT.tables[src["from"]].column(src["column"]).type
 
 
-def build_frame(table_name: str, rows: list[dict], data_cut: date = DATA_CUT):
+def build_frame(table_name: str, rows: list[dict], data_cut: date = DATA_CUT, pandas: bool = False):
     """(validation frame as the ingest hands it to GX, {rule_id: SQL violation count}).
 
-    rows: one dict per delivered row, column -> text or None, spec and context columns."""
+    rows: one dict per delivered row, column -> text or None, spec and context columns. pandas:
+    the frame as a pandas DataFrame (DuckDB's dtypes) instead of Arrow."""
     contract, table = CONTRACT, CONTRACT.tables[table_name]
     context_columns = table.context_columns
     text_columns = table.column_names + context_columns
@@ -73,7 +74,8 @@ def build_frame(table_name: str, rows: list[dict], data_cut: date = DATA_CUT):
     for c in context_columns:
         select.append(f"{typed_expression(contract, _context_type(c), c)} AS {c}")
     con.execute(f"CREATE TABLE frame AS SELECT {', '.join(select)} FROM raw")
-    frame = con.execute("SELECT * FROM frame ORDER BY _row").df()
+    result = con.sql("SELECT * FROM frame ORDER BY _row")
+    frame = result.df() if pandas else result.to_arrow_table()
     rules = table.rules
     flags = ", ".join(f"{violation_sql(contract, r, data_cut)} AS v{i}" for i, r in enumerate(rules))
     counts = ", ".join(f"count(*) FILTER (WHERE v{i})" for i in range(len(rules)))
@@ -338,11 +340,53 @@ def test_bounds_are_inclusive_except_a_strict_minimum(tmp_path):
 
 
 def test_prepare_frame_keeps_values_outside_exact_ranges_unconverted():
-    frame, _ = build_frame("patients", [{"birth_year": "99999999999999999"}, {"birth_year": None}])
-    batch = gv.prepare_frame(frame, ["birth_year"])
-    assert str(batch["birth_year"].dtype) == "Int64" and batch["birth_year"][0] == 99999999999999999
-    frame, _ = build_frame("patients", [{"birth_year": "1980"}, {"birth_year": None}])
-    assert str(gv.prepare_frame(frame, ["birth_year"])["birth_year"].dtype) == "float64"
+    for pandas in (False, True):
+        frame, _ = build_frame("patients", [{"birth_year": "99999999999999999"}, {"birth_year": None}], pandas=pandas)
+        batch = gv.prepare_frame(frame, ["birth_year"])
+        assert str(batch["birth_year"].dtype) == "Int64" and batch["birth_year"][0] == 99999999999999999
+        frame, _ = build_frame("patients", [{"birth_year": "1980"}, {"birth_year": None}], pandas=pandas)
+        assert str(gv.prepare_frame(frame, ["birth_year"])["birth_year"].dtype) == "float64"
+    frame, _ = build_frame("follow_up", [{"death_date": "2020-01-01"}, {"death_date": "9999-12-31"}])
+    assert str(gv.prepare_frame(frame, ["death_date"])["death_date"].dtype) == "datetime64[us]"
+    frame, _ = build_frame("follow_up", [{"death_date": "2020-01-01"}, {"death_date": None}])
+    assert str(gv.prepare_frame(frame, ["death_date"])["death_date"].dtype) == "datetime64[ns]"
+
+
+def test_prepare_frame_keeps_every_text_as_delivered():
+    texts = ["F", "F", " F", "F\n", "", None, "x"]
+    frame, _ = build_frame("patients", [{"sex": t} for t in texts])
+    sex = gv.prepare_frame(frame, ["sex"])["sex"]
+    assert str(sex.dtype) == "category"
+    assert [None if v != v else v for v in sex.astype(object)] == texts
+    assert str(gv.prepare_frame(frame, ["sex"], paired={"sex"})["sex"].dtype) == "object"
+
+
+def test_paired_columns_are_the_compared_ones():
+    assert gv.paired_columns(CONTRACT, "alemtuzumab_infusions") == {
+        "infusion_date__year", "patient__birth_year", "infusion_date", "patient__death_date"}
+    assert gv.paired_columns(CONTRACT, "patients") == {"ms_onset_year", "birth_year"}
+
+
+def test_pandas_and_arrow_frames_get_the_same_counts(tmp_path):
+    rows = {t: adversarial_rows(t, 100, 3) for t in ("patients", "infections")}
+    for pandas in (False, True):
+        built = {t: build_frame(t, r, pandas=pandas) for t, r in rows.items()}
+        validation = gv.validate_delivery(tmp_path / "gx", f"{LABEL}-{pandas}", {t: f for t, (f, _) in built.items()},
+                                          DATA_CUT, {})
+        for table_name, (_, sql_counts) in built.items():
+            assert validation.tables[table_name].unexpected_counts == sql_counts, (pandas, table_name)
+
+
+def test_the_context_is_opened_once_per_gx_dir_and_again_if_the_dir_went(tmp_path):
+    import shutil
+
+    frames, _ = frames_of({"patients": CLEAN_ROWS["patients"]})
+    gx_dir = tmp_path / "gx"
+    gv.validate_delivery(gx_dir, f"{LABEL}-1", frames, DATA_CUT, {"patients": 2})
+    assert gv._context(gx_dir) is gv._context(tmp_path / "." / "gx")
+    shutil.rmtree(gx_dir)
+    validation = gv.validate_delivery(gx_dir, f"{LABEL}-2", frames, DATA_CUT, {"patients": 2})
+    assert validation.success and validation.data_docs_index.is_file()
 
 
 def test_importing_the_module_does_not_import_gx():

