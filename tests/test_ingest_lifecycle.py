@@ -64,3 +64,39 @@ def test_parquet_delivery_loads_like_csv(tmp_path, ingest_folder, warehouse_con)
     outcome = ingest_folder(write_delivery(tmp_path / "in", fmt="parquet"))
     assert outcome.status == "accepted", outcome.message
     assert warehouse_con.execute("SELECT count(*) FROM staging.alemtuzumab_infusions").fetchone()[0] == 10
+
+
+AUDIT = ["audit.delivery_receipts", "audit.delivery_tables", "audit.quarantine", "audit.rule_results",
+         "audit.validation_results"]
+
+
+def _audit_rows(con) -> dict[str, set]:
+    return {t: {repr(row) for row in con.execute(f"SELECT * FROM {t}").fetchall()} for t in AUDIT}
+
+
+def test_audit_is_append_only_and_a_correction_points_at_what_it_supersedes(tmp_path, ingest_folder,
+                                                                            warehouse_con):
+    rows = valid_rows()
+    rows["patients"][1]["sex"] = "X"  # a quarantined row in the first delivery
+    bad = write_delivery(tmp_path / "bad", site="SE02", rows=valid_rows("SE02"))
+    with (bad / "patients.csv").open("a") as handle:
+        handle.write("SE02-00000000000000FF,F,1970,,RRMS\n")
+    steps = [write_delivery(tmp_path / "a", rows), bad, bad,
+             write_delivery(tmp_path / "b", valid_rows(), created_at="2026-07-10T00:00:00Z"),
+             write_delivery(tmp_path / "b", valid_rows(), created_at="2026-07-10T00:00:00Z")]
+    seen, outcomes = _audit_rows(warehouse_con), []
+    for folder in steps:
+        outcomes.append(ingest_folder(folder))
+        now = _audit_rows(warehouse_con)
+        for table in AUDIT:  # nothing updated, nothing deleted
+            assert seen[table] <= now[table], table
+        seen = now
+    first, refused, refused_again, correction, reload = outcomes
+    assert [o.status for o in outcomes] == ["accepted", "refused", "refused", "accepted", "already_loaded"]
+    assert refused_again.delivery_id == refused.delivery_id  # a bad delivery left in the landing folder: once
+    receipts = warehouse_con.execute("SELECT delivery_id, status, supersedes FROM audit.delivery_receipts "
+                                     "ORDER BY delivery_id").fetchall()
+    assert receipts == [(first.delivery_id, "accepted", None), (refused.delivery_id, "refused", None),
+                        (correction.delivery_id, "accepted", first.delivery_id)]
+    assert warehouse_con.execute("SELECT count(*) FROM audit.quarantine WHERE delivery_id = ?",
+                                 [first.delivery_id]).fetchone()[0] > 0  # the superseded delivery's record stays

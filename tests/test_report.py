@@ -219,13 +219,20 @@ def test_data_quality_annex_shows_refusal_and_quarantine(small):
     assert {"dq_deliveries", "dq_rows", "dq_quarantine", "dq_reasons"} <= ids
 
 
-def test_an_earlier_run_can_be_reported(tiny, tmp_path):
-    db, _ = tiny
+def _with_a_second_run(db: Path, tmp_path: Path) -> Path:
+    """A copy of the warehouse with run 2 made on the same inputs and parameters as run 1."""
     copy = tmp_path / "wh" / "vigil.duckdb"
     copy.parent.mkdir()
     shutil.copy(db, copy)
     con = duckdb.connect(str(copy))
-    assert analyse(con).run_id == 2
+    assert analyse(con, {"test": "report"}).run_id == 2
+    con.close()
+    return copy
+
+
+def test_an_earlier_run_can_be_reported(tiny, tmp_path):
+    copy = _with_a_second_run(tiny[0], tmp_path)
+    con = duckdb.connect(str(copy), read_only=True)
     assert select_run(con, None)["run_id"] == 2  # the default: the latest completed run
     con.close()
     result = render_report(copy, tmp_path / "r1", run_id=1)
@@ -239,15 +246,9 @@ def _exported_bytes(result) -> dict[str, bytes]:
 
 
 def test_a_rerun_on_the_same_inputs_exports_byte_identical_tables(tiny, tmp_path):
-    db, _ = tiny
-    copy = tmp_path / "wh" / "vigil.duckdb"
-    copy.parent.mkdir()
-    shutil.copy(db, copy)
-    con = duckdb.connect(str(copy))
-    rerun = analyse(con, {"test": "report"}).run_id  # the parameters of the first run
-    con.close()
+    copy = _with_a_second_run(tiny[0], tmp_path)
     first = render_report(copy, tmp_path / "report", run_id=1)
-    second = render_report(copy, tmp_path / "report", run_id=rerun)
+    second = render_report(copy, tmp_path / "report", run_id=2)
     assert first.out_dir != second.out_dir and first.html.is_file()
     assert (tmp_path / "report" / "current").resolve() == second.out_dir.resolve()
     assert _exported_bytes(first) == _exported_bytes(second)

@@ -22,7 +22,7 @@ from vigil.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_p
                             csv_row_lines, find_deliveries, inspect_delivery)
 from vigil import gx_validation
 from vigil.rules import frame_columns, typed_expression, violation_sql
-from vigil.warehouse import LoadFailed
+from vigil.warehouse import LoadFailed, rollback
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TableCounts:
 @dataclass
 class LoadOutcome:
     folder: Path
-    status: str  # accepted | refused | already_loaded
+    status: str  # accepted | refused | already_loaded | failed (the warehouse could not take it)
     site_id: str | None = None
     data_cut: date | None = None
     delivery_id: int | None = None
@@ -242,15 +242,25 @@ def _insert_receipt(con, delivery: Delivery | None, folder: Path, status: str, r
     d = delivery
     return _q(con, """
         INSERT INTO audit.delivery_receipts (site_id, data_cut, created_at, folder, file_format, fingerprint,
-            manifest_sha256, file_hashes, status, reason, refused_file, loaded_at)
+            manifest_sha256, file_hashes, status, reason, refused_file, loaded_at, supersedes)
         VALUES ($site, $cut, $created, $folder, $fmt, $fp, $msha, $hashes, $status, $reason, $file,
-                CASE WHEN $status = 'accepted' THEN current_timestamp END)
+                CASE WHEN $status = 'accepted' THEN current_timestamp END,
+                (SELECT max(delivery_id) FROM audit.deliveries WHERE $status = 'accepted' AND status = 'accepted'
+                   AND site_id = $site AND (data_cut, created_at) < ($cut, $created)))
         RETURNING delivery_id""", {
         "site": d.site_id if d else None, "cut": d.data_cut if d else None,
         "created": d.created_at if d else None, "folder": str(folder), "fmt": d.fmt if d else None,
         "fp": d.fingerprint if d else None, "msha": d.manifest_sha256 if d else None,
         "hashes": {f.name: f.sha256 for f in d.files.values()} if d else None,
         "status": status, "reason": reason, "file": refused_file}).fetchone()[0]
+
+
+def _same_refusal(con, folder: Path, refusal: Refusal) -> int | None:
+    """The receipt of this folder's last judgement if it was this same refusal: a bad delivery left in
+    the landing folder is on record once, not again at every run of the landing watch."""
+    row = _q(con, """SELECT delivery_id, status, reason FROM audit.delivery_receipts WHERE folder = $folder
+                     ORDER BY delivery_id DESC LIMIT 1""", {"folder": str(folder)}).fetchone()
+    return row[0] if row and row[1] == "refused" and row[2] == refusal.describe(folder) else None
 
 
 def record_refusal(con, folder: Path, refusal: Refusal, delivery: Delivery | None = None) -> int:
@@ -353,15 +363,24 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
                                              {"id": outcome.delivery_id}).fetchall())
         con.execute("COMMIT")
         lap("store_and_commit")
+    except (duckdb.Error, OSError) as exc:  # e.g. disk full: a named failure, nothing of the delivery kept
+        rollback(con)
+        message = str(exc).strip().splitlines()[0]
+        raise LoadFailed(f"{delivery.folder}: the load failed and was rolled back, nothing of it was kept "
+                         f"({type(exc).__name__}: {message})") from exc
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     # DuckDB's COMMIT after a failed statement returns normally and keeps nothing: check it stuck.
     stuck = _q(con, "SELECT count(*) FROM audit.delivery_receipts WHERE delivery_id = $id",
                {"id": outcome.delivery_id}).fetchone()[0]
     if stuck != 1:
         raise LoadFailed(f"{delivery.folder}: the warehouse did not keep the load (commit lost)")
-    con.execute("CHECKPOINT")
+    try:
+        con.execute("CHECKPOINT")
+    except duckdb.Error as exc:
+        raise LoadFailed(f"{delivery.folder}: loaded and committed, but the checkpoint failed ({exc}); the load "
+                         "is kept in the write-ahead log and the next run checkpoints it") from exc
     lap("checkpoint")
     return outcome
 
@@ -390,7 +409,8 @@ class _FrameReader(Mapping):
 
 def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, today: date | None = None,
                     contract: Contract | None = None) -> LoadOutcome:
-    """Check, then load or refuse one delivery folder; a refusal is recorded, never raised."""
+    """Check, then load or refuse one delivery folder; a refusal is recorded, never raised. A load that
+    fails for the warehouse's sake (disk full, a lost commit) is status 'failed': nothing of it kept."""
     contract = contract or load_contract()
     delivery = None
     try:
@@ -400,8 +420,10 @@ def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, 
             return LoadOutcome(folder, "already_loaded", delivery.site_id, delivery.data_cut, existing,
                                f"identical to delivery {existing}; nothing changed")
         return load_delivery(con, delivery, gx_dir, contract)
+    except LoadFailed as failure:
+        return LoadOutcome(folder, "failed", delivery.site_id, delivery.data_cut, None, str(failure))
     except Refusal as refusal:
-        delivery_id = record_refusal(con, folder, refusal, delivery)
+        delivery_id = _same_refusal(con, folder, refusal) or record_refusal(con, folder, refusal, delivery)
         return LoadOutcome(folder, "refused", delivery.site_id if delivery else None,
                            delivery.data_cut if delivery else None, delivery_id, refusal.describe(folder))
 

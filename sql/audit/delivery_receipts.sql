@@ -1,6 +1,7 @@
 -- audit.delivery_receipts: every delivery the pipeline has seen, as it was judged on arrival.
 -- Grain: one row per distinct delivery (by content fingerprint) and outcome. Append-only:
--- the pipeline never updates or deletes a row; later facts (supersession) are derived in
+-- the pipeline never updates or deletes a row. A correction is a new row whose `supersedes`
+-- points at the delivery it replaced; the status of every delivery today is derived in
 -- audit.deliveries. Implements extract-spec section 3 (refusals) and SAP section 6 (traceability).
 CREATE SEQUENCE IF NOT EXISTS audit.delivery_id_seq START 1;
 
@@ -18,8 +19,11 @@ CREATE TABLE IF NOT EXISTS audit.delivery_receipts (
     reason          VARCHAR,
     refused_file    VARCHAR,
     received_at     TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
-    loaded_at       TIMESTAMPTZ
+    loaded_at       TIMESTAMPTZ,
+    supersedes      BIGINT
 );
+-- A warehouse made before the column existed gets it (NULL for its earlier receipts).
+ALTER TABLE audit.delivery_receipts ADD COLUMN IF NOT EXISTS supersedes BIGINT;
 
 COMMENT ON TABLE audit.delivery_receipts IS 'Every delivery seen, one row per distinct delivery content, as judged on arrival (append-only). See audit.deliveries for the current status.';
 COMMENT ON COLUMN audit.delivery_receipts.delivery_id IS 'Identifier of the delivery in this warehouse; raw, staging and quarantine rows point at it.';
@@ -36,3 +40,4 @@ COMMENT ON COLUMN audit.delivery_receipts.reason IS 'Why the delivery was refuse
 COMMENT ON COLUMN audit.delivery_receipts.refused_file IS 'The file a refusal is about, when there is one.';
 COMMENT ON COLUMN audit.delivery_receipts.received_at IS 'When the pipeline judged the delivery.';
 COMMENT ON COLUMN audit.delivery_receipts.loaded_at IS 'When an accepted delivery was committed to the warehouse.';
+COMMENT ON COLUMN audit.delivery_receipts.supersedes IS 'For an accepted correction or later cut: the site''s current delivery it replaced on arrival (NULL for a first delivery, a refusal, or an older delivery arriving late).';
