@@ -136,11 +136,7 @@ def publish_snapshot(db_path: Path, run_id: int) -> Path:
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, target)
-    link = current_snapshot(db_path)
-    tmp_link = link.with_suffix(".link-tmp")
-    tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(target.name)
-    os.replace(tmp_link, link)
+    warehouse.point_link(current_snapshot(db_path), target.name)
     for old in sorted(target_dir.glob("vigil-run-*.duckdb"))[:-SNAPSHOTS_KEPT]:
         old.unlink()
     return target

@@ -89,6 +89,15 @@ def writer_lock(db_path: Path):
                 os.close(held[0])  # closing the descriptor releases the flock
 
 
+def point_link(link: Path, target_name: str) -> None:
+    """Make `link` a symlink to `target_name` (beside it) in one atomic rename: a reader follows the old
+    target or the new one, never a missing link."""
+    tmp_link = link.with_suffix(".link-tmp")
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(target_name)
+    os.replace(tmp_link, link)
+
+
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
     """ROLLBACK that tolerates a transaction DuckDB has already ended (it invalidates one after an IO error)."""
     try:

@@ -18,6 +18,7 @@ import duckdb
 import polars as pl
 
 from vigil.contract import PROJECT_ROOT, load_contract
+from vigil.warehouse import point_link
 from vigil.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, RULE_TEXT, SUPPRESSED, cut_curves, from_fifth_event, looks_numeric,
     neutralise_formula, shown_small_counts,
@@ -170,8 +171,9 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     if prot.residual:
         warnings.append(f"{len(prot.residual)} relation(s) have every cell suppressed and the display bounds still "
                         "imply their values (e.g. a total <5 whose parts are all <5)")
-    return ReportResult(rid, out_dir, out_dir / html_path.name, out_dir / pdf_path.name, tables_dir, tables_dir / f"run{rid}_tables.xlsx", exported,
-                        figures, [s.id for s in sections], pages, {k: round(v, 3) for k, v in seconds.items()}, warnings)
+    return ReportResult(rid, out_dir, out_dir / html_path.name, out_dir / pdf_path.name, tables_dir,
+                        tables_dir / f"run{rid}_tables.xlsx", exported, figures, [s.id for s in sections], pages,
+                        {k: round(v, 3) for k, v in seconds.items()}, warnings)
 
 
 def _check_disclosure(tables: list[T.Table]) -> None:
@@ -555,11 +557,7 @@ def publish_report(partial: Path, report_root: Path, run_id: int) -> Path:
         os.replace(final, previous)
     os.replace(partial, final)
     shutil.rmtree(previous, ignore_errors=True)
-    link = current_report(report_root)
-    tmp_link = link.with_suffix(".link-tmp")
-    tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(final.name)
-    os.replace(tmp_link, link)
+    point_link(current_report(report_root), final.name)
     return final
 
 
