@@ -12,7 +12,6 @@ site_id that does not match the folder, a future data cut.
 """
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -29,6 +28,7 @@ from helpers import rehash, valid_rows, write_delivery
 from vigil import warehouse
 from vigil.contract import load_contract
 from vigil.ingest import ingest_delivery
+from vigil.synth import file_sha256
 
 pytestmark = pytest.mark.faults
 
@@ -380,14 +380,6 @@ def test_direct_identifier_column_is_refused(tmp_path, refused, fmt, column, val
     refused(folder, where, f"column '{column}' is not in the spec", "direct identifiers")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 INGEST_ONE = ("import sys; from pathlib import Path; from vigil import warehouse; "
               "from vigil.ingest import ingest_delivery; db = Path(sys.argv[2]); con = warehouse.connect(db); "
               "warehouse.create_layout(con); o = ingest_delivery(con, Path(sys.argv[1]), warehouse.gx_dir_for(db)); "
@@ -434,7 +426,7 @@ def test_two_gigabytes_of_garbage_are_refused_early_in_bounded_memory(tmp_path, 
             handle.write(b"garbage;" * 100_000)
             fill(handle)
         if true_hash:
-            set_manifest(folder, lambda m: m["files"]["infections.csv"].update(sha256=sha256_of(path)))
+            set_manifest(folder, lambda m: m["files"]["infections.csv"].update(sha256=file_sha256(path)))
         started = time.perf_counter()
         with out.open("w") as sink:
             child = subprocess.Popen([sys.executable, "-c", INGEST_ONE, str(folder), str(tmp_path / "wh.duckdb")],

@@ -1164,7 +1164,7 @@ def _typed(contract: Contract, name: str, frame: pl.DataFrame) -> pl.DataFrame:
 # Writing deliveries.
 # ---------------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -1178,7 +1178,7 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
 
 def _rehash(folder: Path, manifest: dict) -> None:
     for name, entry in manifest["files"].items():
-        entry["sha256"] = _sha256(folder / name)
+        entry["sha256"] = file_sha256(folder / name)
 
 
 def _for_parquet(contract: Contract, name: str, frame: pl.DataFrame) -> pl.DataFrame:
@@ -1208,7 +1208,7 @@ def _write_delivery(contract: Contract, folder: Path, site: str, data_cut: date,
             frame.write_csv(path)
         else:
             _for_parquet(contract, name, frame).write_parquet(path)
-        files[path.name] = {"sha256": _sha256(path), "rows": frame.height}
+        files[path.name] = {"sha256": file_sha256(path), "rows": frame.height}
     _write_manifest(folder, {"study_id": contract.study_id, "spec_version": contract.spec_version, "site_id": site,
                              "data_cut": data_cut.isoformat(), "created_at": stamp, "files": files})
     return folder
