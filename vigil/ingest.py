@@ -22,7 +22,7 @@ from vigil.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_p
                             csv_row_lines, find_deliveries, inspect_delivery)
 from vigil import gx_validation
 from vigil.rules import frame_columns, typed_expression, violation_sql
-from vigil.warehouse import LoadFailed, rollback
+from vigil.warehouse import LoadFailed, error_line, rollback
 
 
 @dataclass
@@ -365,9 +365,8 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         lap("store_and_commit")
     except (duckdb.Error, OSError) as exc:  # e.g. disk full: a named failure, nothing of the delivery kept
         rollback(con)
-        message = str(exc).strip().splitlines()[0]
         raise LoadFailed(f"{delivery.folder}: the load failed and was rolled back, nothing of it was kept "
-                         f"({type(exc).__name__}: {message})") from exc
+                         f"({error_line(exc)})") from exc
     except BaseException:
         rollback(con)
         raise

@@ -85,7 +85,7 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     except duckdb.Error as exc:  # e.g. disk full: a named failure; the previous run's results stay
         warehouse.rollback(con)
         raise warehouse.LoadFailed(f"run {run_id}: the analysis failed and was rolled back, no result of it was "
-                                   f"kept ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from exc
+                                   f"kept ({warehouse.error_line(exc)})") from exc
     except BaseException:
         warehouse.rollback(con)
         raise

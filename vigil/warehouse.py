@@ -98,6 +98,12 @@ def point_link(link: Path, target_name: str) -> None:
     os.replace(tmp_link, link)
 
 
+def error_line(exc: BaseException) -> str:
+    """An error as one line for a user: its class and the first line of its text."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
     """ROLLBACK that tolerates a transaction DuckDB has already ended (it invalidates one after an IO error)."""
     try:
