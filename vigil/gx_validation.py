@@ -8,7 +8,7 @@ the number of rows the SQL marks as breaking it. Rule kind by kind:
   required   ExpectColumnValuesToNotBeNull(<raw column>)
   parses     ExpectColumnValuesToNotBeNull(<col>) on the rows where <col>__raw is not null
   in_set     ExpectColumnValuesToBeInSet(<col>)                     (GX skips nulls)
-  pattern    ExpectColumnValuesToMatchRegex(<col>, r"\\A(?:REGEX)\\Z")  (GX skips nulls)
+  pattern    ExpectColumnValuesToMatchRegex(<col>, "^(?:REGEX)$")      (GX skips nulls)
   between    ExpectColumnValuesToBeBetween(<col>, strict_min)        (GX skips nulls)
   compare    >=, year>= (on <col>__year): ExpectColumnPairValuesAToBeGreaterThanB(or_equal=True)
              <=: the same with the columns swapped; ==: ExpectColumnPairValuesToBeEqual;
@@ -20,44 +20,40 @@ the number of rows the SQL marks as breaking it. Rule kind by kind:
              every copy of a duplicated key (pandas `duplicated(keep=False)`), like the SQL
   when       one more row condition, `<column> == <value>`, and-ed with the rule's own
 
-Facts of GX 1.24 (pandas engine) this relies on, read in the installed source:
+GX reads the frames with its SQL engine, in DuckDB: each frame is copied into the process's
+validation workspace (vigil/gx_workspace.py, which says what GX 1.24 needs for that) and dropped
+once validated. On pandas, GX took 49 s of a 1M-patient ingest and its fixed cost per expectation
+dominated small ones; in DuckDB each rule is one aggregate query over a typed table.
+
+Facts of GX 1.24 (SQL engine) this relies on, read in the installed source:
   - `row_condition` takes Condition objects from great_expectations.expectations.row_conditions
-    (`Column(c) == v`, `Column(c).is_not_null()`, `a & b`); the pandas engine renders them to a
-    DataFrame.query() string (`~c.isnull()`, `c == 'v'`, `(a and b)`). String row conditions
-    with `condition_parser` are deprecated since 1.9.
-  - ExpectColumnValuesToMatchRegex is `column.astype(str).str.contains(regex)`: re.search, where
-    `$` also matches before a trailing newline. DuckDB's regexp_full_match (RE2) matches the
-    whole text, hence the \\A(?:...)\\Z wrapping.
-  - ExpectColumnValuesToBeBetween compares vectorised only int64/float64 and datetime64[ns]
-    columns, anything else value by value in Python; a pandas Timestamp does not compare with a
-    datetime.date (TypeError), so date bounds are given as datetime.datetime. Numeric bounds are
-    stored as float (pydantic `Comparable`), exact for the contract's bounds.
+    (`Column(c) == v`, `Column(c).is_not_null()`, `a & b`), rendered to a SQL WHERE clause.
+    String row conditions with `condition_parser` are deprecated since 1.9.
+  - ExpectColumnValuesToMatchRegex is `column ~ regex` (PostgreSQL's operator, RE2 in DuckDB): a
+    search, hence the ^(?:REGEX)$ wrapping; RE2's `$` is the end of the text (a trailing newline
+    does not match), like DuckDB's regexp_full_match in the SQL rules.
   - Result format BASIC is the cheapest that reports unexpected_count; it keeps at most
     `partial_unexpected_count` example values. COMPLETE/SUMMARY would collect more.
-  - A dataframe asset gets its dataframe only through batch_parameters, which a Checkpoint
-    would give to all its validation definitions: hence one ValidationDefinition per table, run
-    on its own (a Checkpoint without actions adds nothing but a second freshness check). The
-    delivery's Data Docs are built once (context.build_data_docs with the run's result and
-    suite identifiers), not per table: every build rewrites the site index, which reads every
-    validation result stored so far.
-  - GX metrics are computed once per (metric, domain) in one graph per suite, but a domain with
-    a row_condition is re-filtered (DataFrame.query + copy of the whole batch) for each metric
-    that needs it, and every non-null filter copies the batch: narrow batches of cheap-to-copy
-    dtypes are cheaper (see prepare_frame).
+  - One ValidationDefinition per table (a table asset of the workspace), run on its own: a
+    Checkpoint without actions adds nothing but a second freshness check. The delivery's Data
+    Docs are built once (context.build_data_docs with the run's result and suite identifiers),
+    not per table: every build rewrites the site index, which reads every validation result
+    stored so far.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from vigil import gx_workspace
 from vigil.contract import Contract, Rule, load_contract
 from vigil.rules import raw_column, resolve_bound, year_column, year_columns
 
@@ -71,7 +67,7 @@ if TYPE_CHECKING:  # importing GX takes ~4 s: only inside the functions that use
 # config also says analytics_enabled: false (see _context).
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-DATASOURCE_NAME = "vigil_deliveries"
+DATASOURCE_NAME = "vigil_workspace"  # GX's SQL data source on the validation workspace
 BATCH_DEFINITION_NAME = "whole_frame"
 DATA_DOCS_SITE = "local_site"
 PARTIAL_UNEXPECTED_COUNT = 20  # example values GX keeps per rule for Data Docs; counts are exact
@@ -88,13 +84,6 @@ def suite_name(contract: Contract, table_name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Rules -> expectations
-
-
-def _gx_bound(value):
-    """A `between` bound as GX compares it: a date becomes a datetime at midnight."""
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime.combine(value, time())
-    return value
 
 
 def _when_value(contract: Contract, rule: Rule):
@@ -156,14 +145,14 @@ def expectation_for(contract: Contract, rule: Rule, data_cut: date) -> "Expectat
             column=col, value_set=list(p["values"]), **_row_condition(contract, rule), **kw)
     if rule.kind == "pattern":
         return gxe.ExpectColumnValuesToMatchRegex(
-            column=col, regex=rf"\A(?:{p['regex']})\Z", **_row_condition(contract, rule), **kw)
+            column=col, regex=f"^(?:{p['regex']})$", **_row_condition(contract, rule), **kw)
     if rule.kind == "between":
         bounds: dict[str, Any] = {}
         if "min" in p:
-            bounds["min_value"] = _gx_bound(resolve_bound(p["min"], data_cut))
+            bounds["min_value"] = resolve_bound(p["min"], data_cut)
             bounds["strict_min"] = bool(p.get("strict_min"))
         if "max" in p:
-            bounds["max_value"] = _gx_bound(resolve_bound(p["max"], data_cut))
+            bounds["max_value"] = resolve_bound(p["max"], data_cut)
         return gxe.ExpectColumnValuesToBeBetween(column=col, **bounds, **_row_condition(contract, rule), **kw)
     if rule.kind == "compare":
         other, op = p["column"], p["op"]
@@ -237,67 +226,6 @@ def suite_columns(contract: Contract, table_name: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def paired_columns(contract: Contract, table_name: str) -> set[str]:
-    """The frame columns a `compare` rule compares with another column (`exists` only tests
-    presence)."""
-    pairs = [(year_column(r.column) if r.params["op"] == "year>=" else r.column, r.params["column"])
-             for r in contract.tables[table_name].rules if r.kind == "compare" and r.params["op"] != "exists"]
-    return {c for pair in pairs for c in pair}
-
-
-_FLOAT_EXACT = 2**53 - 1  # integers of magnitude below 2**53 are exact float64 values
-
-
-def prepare_frame(frame: "pa.Table | pd.DataFrame", columns: list[str],
-                  paired: Collection[str] = ()) -> "pd.DataFrame":
-    """The batch GX validates: the frame's `columns` (fewer columns, cheaper GX: it copies the
-    whole batch for each filtered domain), in dtypes on which GX's row operations are cheap and
-    give the same answers as on the values themselves.
-
-    Read from Arrow (a pandas frame is converted to Arrow first), column by column:
-      text   -> pandas Categorical (dictionary-encoded): GX's per-domain copies, null filters,
-                isin, ==, duplicated and the batch fingerprint then work on int codes instead of
-                Python strings (~10x cheaper); every value is kept, regexes still see the text
-                (`astype(str)`), and codes compare equal exactly when the texts do. Text in
-                `paired` columns stays plain: two Categoricals compare only if their
-                categories are the same.
-      int    -> float64 when every value is within +-(2**53 - 1) (exact; NULL becomes NaN,
-                still null): GX's `between` compares only int64/float64 vectorised and Int64
-                value by value in Python (~1.5 s per million). Otherwise nullable Int64.
-      date   -> datetime64[ns] when every value is within pandas' ns range (1677-09-22 ..
-                2262-04-11), for the same reason; otherwise datetime64[us] (slower, as exact).
-    Columns with values outside those ranges get the slower dtypes: equally exact.
-    """
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not isinstance(frame, pa.Table):
-        frame = pa.Table.from_pandas(frame[[c for c in columns if c in frame.columns]], preserve_index=False)
-    names, arrays = [], []
-    for name in columns:
-        if name not in frame.column_names:
-            continue  # a missing spec column fails ExpectTableColumnsToMatchSet
-        values = frame[name]
-        kind = values.type
-        if (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and name not in paired:
-            values = values.dictionary_encode()
-        elif pa.types.is_integer(kind):
-            lo, hi = pc.min_max(values).values()
-            if lo.as_py() is None or (-_FLOAT_EXACT <= lo.as_py() and hi.as_py() <= _FLOAT_EXACT):
-                values = values.cast(pa.float64())
-        elif pa.types.is_date(kind) or pa.types.is_timestamp(kind):
-            try:  # a safe cast: fails on a value outside the ns range
-                values = values.cast(pa.timestamp("ns"))
-            except pa.ArrowInvalid:
-                values = values.cast(pa.timestamp("us"))
-        names.append(name)
-        arrays.append(values)
-    # One conversion for the whole table (~10% cheaper than column by column); the integers
-    # still int64 here are those outside the exact float range.
-    return pa.table(arrays, names=names).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation of a delivery
 
@@ -325,6 +253,23 @@ class DeliveryValidation:
 
 
 _contexts: dict[Path, Any] = {}  # gx_dir -> its file context, kept for the process's later deliveries
+_validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-validation")  # one at a time
+_preloaded: Future | None = None
+
+
+def _import_gx() -> None:
+    import duckdb_engine  # noqa: F401
+    import great_expectations  # noqa: F401
+    import great_expectations.expectations  # noqa: F401
+
+
+def preload() -> None:
+    """Import GX (~5 s) on the validation thread, once per process: a load calls this first, so
+    the import runs while DuckDB reads the delivery (DuckDB releases the GIL), and the
+    validation queued after it finds GX imported."""
+    global _preloaded
+    if _preloaded is None:
+        _preloaded = _validator.submit(_import_gx)
 
 
 def _context(gx_dir: Path):
@@ -334,6 +279,7 @@ def _context(gx_dir: Path):
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     gx_dir = Path(gx_dir).resolve()
+    gx_workspace.register_dialect()  # before GX opens the stored data source
     context = _contexts.get(gx_dir)
     if context is not None and Path(context.root_directory, "great_expectations.yml").is_file():
         return context
@@ -360,8 +306,29 @@ def _get_or_add(factory, wanted, same):
     return stored if same(stored) else factory.add_or_update(wanted)
 
 
+def _workspace_table(table_name: str) -> str:
+    return f"frame_{table_name}"
+
+
+def _copy_to_workspace(frame, columns: list[str], table_name: str) -> None:
+    """The frame's `columns` (those it has: a missing spec column fails ExpectTableColumnsToMatchSet)
+    as workspace table frame_<table>. Fewer columns, less to copy."""
+    with gx_workspace.workspace().cursor() as workspace:
+        workspace.register("incoming_frame", frame)
+        present = set(workspace.sql("SELECT * FROM incoming_frame LIMIT 0").columns)
+        select = ", ".join(f'"{c}"' for c in columns if c in present)
+        workspace.execute(f"CREATE OR REPLACE TABLE {_workspace_table(table_name)} AS SELECT {select} FROM incoming_frame")
+
+
+def _datasource(context):
+    try:
+        return context.data_sources.get(DATASOURCE_NAME)
+    except KeyError:
+        return context.data_sources.add_sql(DATASOURCE_NAME, connection_string=gx_workspace.URL)
+
+
 def _definition_for(context, datasource, contract: Contract, table_name: str, suite):
-    """The table's ValidationDefinition: the table's dataframe asset, whole frame, the table's
+    """The table's ValidationDefinition: the workspace table's asset, whole table, the table's
     suite. Run without a Checkpoint: with no actions, a Checkpoint would only check the
     definition's freshness against the stores a second time (~0.3 s per delivery)."""
     import great_expectations as gx
@@ -370,11 +337,11 @@ def _definition_for(context, datasource, contract: Contract, table_name: str, su
     try:
         asset = datasource.get_asset(table_name)
     except LookupError:
-        asset = datasource.add_dataframe_asset(name=table_name)
+        asset = datasource.add_table_asset(name=table_name, table_name=_workspace_table(table_name))
     try:
         batch_definition = asset.get_batch_definition(BATCH_DEFINITION_NAME)
     except KeyError:
-        batch_definition = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION_NAME)
+        batch_definition = asset.add_batch_definition_whole_table(BATCH_DEFINITION_NAME)
     return _get_or_add(
         context.validation_definitions,
         gx.ValidationDefinition(name=name, data=batch_definition, suite=suite),
@@ -393,7 +360,13 @@ def _table_validation(contract: Contract, table_name: str, result) -> TableValid
         if exception.get("raised_exception"):
             errors.append(f"{label}: {exception.get('exception_message')}")
         elif "rule_id" in meta:
-            counts[meta["rule_id"]] = int(r["result"]["unexpected_count"])
+            unexpected = r["result"].get("unexpected_count")
+            if unexpected is None and r["result"].get("element_count") == 0:
+                unexpected = 0  # SQL's sum() over no rows (a row condition no row meets) is NULL
+            if unexpected is None:
+                errors.append(f"{label}: GX gave no unexpected_count")
+            else:
+                counts[meta["rule_id"]] = int(unexpected)
         else:
             checks[meta["check"]] = bool(r["success"])
     if errors:
@@ -415,41 +388,63 @@ def validate_delivery(gx_dir: Path, delivery_label: str, frames: Mapping[str, "p
     delivery. The suites carry this delivery's data cut and row counts; the stored validation
     results keep the expectations as they were run. Validate one delivery at a time per gx_dir.
     """
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (ExpectationSuiteIdentifier,
-                                                                            ValidationResultIdentifier)
+    return start_validation(gx_dir, delivery_label, frames, data_cut, expected_rows, contract).result()
 
+
+def start_validation(gx_dir: Path, delivery_label: str, frames: Mapping[str, "pa.Table | pd.DataFrame"],
+                     data_cut: date, expected_rows: dict[str, int] | None,
+                     contract: Contract | None = None) -> "Future[DeliveryValidation]":
+    """validate_delivery on a thread: the frames are copied into the workspace now, in the
+    caller's thread (they may come from the caller's DuckDB connection), and validated while the
+    caller goes on (the ingest stores the delivery meanwhile). Validations run one at a time."""
     contract = contract or load_contract()
-    expected_rows = expected_rows or {}
     if not delivery_label or "/" in delivery_label or os.sep in delivery_label:
         raise ValueError(f"delivery label {delivery_label!r} must be a non-empty name without '/'")
     unknown = set(frames) - set(contract.tables)
     if unknown:
         raise ValueError(f"not tables of the contract: {sorted(unknown)}")
-
-    context = _context(gx_dir)
+    table_names = [t for t in contract.tables if t in frames]
     try:
-        datasource = context.data_sources.get(DATASOURCE_NAME)
-    except KeyError:
-        datasource = context.data_sources.add_pandas(DATASOURCE_NAME)
+        for table_name in table_names:
+            _copy_to_workspace(frames[table_name], suite_columns(contract, table_name), table_name)
+    except BaseException:
+        _drop_from_workspace(table_names)
+        raise
+    return _validator.submit(_validate_workspace, gx_dir, delivery_label, table_names, data_cut,
+                             expected_rows or {}, contract)
 
-    run_time = datetime.now(timezone.utc)
-    run_id = RunIdentifier(run_name=delivery_label, run_time=run_time)
-    tables: dict[str, TableValidation] = {}
-    docs_resources: list = []
-    for table_name in (t for t in contract.tables if t in frames):
-        suite = context.suites.add_or_update(
-            build_suite(contract, table_name, data_cut, expected_rows.get(table_name)))
-        definition = _definition_for(context, datasource, contract, table_name, suite)
-        batch = prepare_frame(frames[table_name], suite_columns(contract, table_name),
-                              paired_columns(contract, table_name))
-        with warnings.catch_warnings():  # pandas on the contract's capturing groups in str.contains
-            warnings.filterwarnings("ignore", message="This pattern is interpreted as a regular expression")
-            result = definition.run(batch_parameters={"dataframe": batch}, result_format=RESULT_FORMAT,
-                                    run_id=run_id)
-        suite_id = ExpectationSuiteIdentifier(name=suite.name)
-        docs_resources += [ValidationResultIdentifier(suite_id, run_id, result.batch_id), suite_id]
-        tables[table_name] = _table_validation(contract, table_name, result)
+
+def _drop_from_workspace(table_names: list[str]) -> None:
+    with gx_workspace.workspace().cursor() as workspace:
+        for table_name in table_names:
+            workspace.execute(f"DROP TABLE IF EXISTS {_workspace_table(table_name)}")
+
+
+def _validate_workspace(gx_dir: Path, delivery_label: str, table_names: list[str], data_cut: date,
+                        expected_rows: dict[str, int], contract: Contract) -> DeliveryValidation:
+    """Run each table's suite on its workspace table, dropping the table once validated."""
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (ExpectationSuiteIdentifier,
+                                                                            ValidationResultIdentifier)
+
+    try:
+        context = _context(gx_dir)
+        datasource = _datasource(context)
+        run_time = datetime.now(timezone.utc)
+        run_id = RunIdentifier(run_name=delivery_label, run_time=run_time)
+        tables: dict[str, TableValidation] = {}
+        docs_resources: list = []
+        for table_name in table_names:
+            suite = context.suites.add_or_update(
+                build_suite(contract, table_name, data_cut, expected_rows.get(table_name)))
+            definition = _definition_for(context, datasource, contract, table_name, suite)
+            result = definition.run(result_format=RESULT_FORMAT, run_id=run_id)
+            _drop_from_workspace([table_name])
+            suite_id = ExpectationSuiteIdentifier(name=suite.name)
+            docs_resources += [ValidationResultIdentifier(suite_id, run_id, result.batch_id), suite_id]
+            tables[table_name] = _table_validation(contract, table_name, result)
+    finally:
+        _drop_from_workspace(table_names)
 
     # One incremental build for the delivery: its result and suite pages, and the index once.
     # (A build per table would rebuild the index per table, and the index reads every

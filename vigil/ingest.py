@@ -2,14 +2,15 @@
 
 One delivery is one DuckDB transaction. Row rules come from the contract (vigil.rules) and are
 evaluated twice, by SQL (which decides the quarantine) and by Great Expectations (the
-validation record); a disagreement refuses the delivery rather than loading something the
-record does not describe.
+validation record, run on its own thread while the delivery is stored); a disagreement refuses
+the delivery before COMMIT rather than loading something the record does not describe.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent import futures
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -67,15 +68,15 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
         source = "read_parquet($path)"
         select = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in table.column_names)
     try:
-        # Insertion order is file order and rowids are consecutive in it (offset inside a transaction).
         _q(con, f"CREATE OR REPLACE TEMP TABLE {_temp(table.name)}_src AS SELECT {select} FROM {source}",
            {"path": str(f.path)})
     except duckdb.Error as exc:
         raise _parse_refusal(exc, delivery, table) from None
-    _q(con, f"CREATE OR REPLACE TEMP TABLE {_temp(table.name)} AS "
-            f"SELECT rowid - (SELECT min(rowid) FROM {_temp(table.name)}_src) + 1 AS _row, * "
-            f"FROM {_temp(table.name)}_src")
-    _q(con, f"DROP TABLE {_temp(table.name)}_src")
+    # Insertion order is file order and rowids are consecutive in it (offset inside a transaction):
+    # a view numbers the rows without a second copy of the text.
+    first_rowid = _q(con, f"SELECT coalesce(min(rowid), 0) FROM {_temp(table.name)}_src").fetchone()[0]
+    _q(con, f"CREATE OR REPLACE TEMP VIEW {_temp(table.name)} AS "
+            f"SELECT rowid - {int(first_rowid)} + 1 AS _row, * FROM {_temp(table.name)}_src")
     rows = _q(con, f"SELECT count(*) FROM {_temp(table.name)}").fetchone()[0]
     if rows != f.rows:
         raise Refusal(f"row count mismatch: manifest says {f.rows}, file has {rows}", f.name)
@@ -168,7 +169,7 @@ def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
                 select += [f"ctx_{source}.{name}" for name in used]
                 joins.append(f"LEFT JOIN ctx_{source} ON ctx_{source}.ctx_key = t.patient_id")
         _q(con, f"CREATE OR REPLACE TEMP TABLE frame_{table.name} AS "
-                f"SELECT {', '.join(select)} FROM {_temp(table.name)} t {' '.join(joins)} ORDER BY t._row")
+                f"SELECT {', '.join(select)} FROM {_temp(table.name)} t {' '.join(joins)}")
 
 
 def _evaluate_rules(con, delivery: Delivery, contract: Contract) -> dict[str, int]:
@@ -275,8 +276,7 @@ def record_refusal(con, folder: Path, refusal: Refusal, delivery: Delivery | Non
     return delivery_id
 
 
-def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, current: bool,
-           validation, sql_counts: dict[str, int]) -> dict[str, TableCounts]:
+def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, current: bool) -> dict[str, TableCounts]:
     reason_case, column_case = _reason_sql(contract)
     counts: dict[str, TableCounts] = {}
     lineage = {"id": delivery_id, "site": delivery.site_id, "cut": delivery.data_cut}
@@ -293,19 +293,24 @@ def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, curren
         _q(con, "INSERT INTO audit.delivery_tables VALUES ($id, $t, $file, $sha, $rec, $loaded, $quar)",
            {"id": delivery_id, "t": table.name, "file": f.name, "sha": f.sha256, "rec": f.rows,
             "loaded": f.rows - quarantined, "quar": quarantined})
+        if current:
+            _replace_site_rows(con, table, f.name, line_expr, lineage)
+    return counts
+
+
+def _store_validation(con, contract: Contract, delivery_id: int, validation, sql_counts: dict[str, int]) -> None:
+    """Each rule's SQL and GX counts, and each table's GX validation result, with the delivery."""
+    for table in contract.tables.values():
+        tv = validation.tables[table.name]
         for rule in table.rules:
             _q(con, "INSERT INTO audit.rule_results VALUES ($id, $t, $rule, $reason, $sql, $gx)",
                {"id": delivery_id, "t": table.name, "rule": rule.rule_id, "reason": rule.reason,
-                "sql": sql_counts[rule.rule_id], "gx": validation.tables[table.name].unexpected_counts[rule.rule_id]})
-        tv = validation.tables[table.name]
+                "sql": sql_counts[rule.rule_id], "gx": tv.unexpected_counts[rule.rule_id]})
         stats = tv.result["statistics"]
         _q(con, "INSERT INTO audit.validation_results VALUES ($id, $t, $suite, $ok, $n, $nok, $result)",
            {"id": delivery_id, "t": table.name, "suite": tv.suite_name, "ok": tv.success,
             "n": stats["evaluated_expectations"], "nok": stats["successful_expectations"],
             "result": json.dumps(tv.result, default=str)})
-        if current:
-            _replace_site_rows(con, table, f.name, line_expr, lineage)
-    return counts
 
 
 def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineage: dict) -> None:
@@ -314,8 +319,8 @@ def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineag
     for layer in ("raw", "staging"):
         _q(con, f"DELETE FROM {layer}.{table.name} WHERE site_id = $site", {"site": lineage["site"]})
     cols = ", ".join(table.column_names)
-    _q(con, f"INSERT INTO raw.{table.name} SELECT {lineage_cols}, {cols} FROM {_temp(table.name)} t ORDER BY t._row",
-       lineage)
+    # File order without a sort: DuckDB keeps a scan's order in an INSERT (preserve_insertion_order).
+    _q(con, f"INSERT INTO raw.{table.name} SELECT {lineage_cols}, {cols} FROM {_temp(table.name)} t", lineage)
     _q(con, f"""INSERT INTO staging.{table.name}
         SELECT {lineage_cols}, {cols} FROM frame_{table.name} t
         WHERE t._row NOT IN (SELECT _row FROM quarantined_{table.name}) ORDER BY t._row""", lineage)
@@ -333,6 +338,7 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         outcome.seconds[step] = round(now - started[0], 2)
         started[0] = now
 
+    gx_validation.preload()
     con.execute("BEGIN")
     try:
         for table in contract.tables.values():
@@ -341,28 +347,35 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         _build_frames(con, delivery, contract)
         sql_counts = _evaluate_rules(con, delivery, contract)
         lap("read_and_rules")
-        validation = gx_validation.validate_delivery(
+        # GX validates the frames on its own thread while the delivery is stored; both before COMMIT.
+        validating = gx_validation.start_validation(
             gx_dir, delivery.label, _FrameReader(con, contract), delivery.data_cut,
             {t: f.rows for t, f in delivery.files.items()}, contract)
-        lap("great_expectations")
+        lap("copy_for_gx")
+        try:
+            _cascade(con, contract)
+            outcome.delivery_id = _insert_receipt(con, delivery, delivery.folder, "accepted", None, None)
+            # Current unless the site already has a later accepted delivery (audit.deliveries decides).
+            outcome.current = _q(con, "SELECT status = 'accepted' FROM audit.deliveries WHERE delivery_id = $id",
+                                 {"id": outcome.delivery_id}).fetchone()[0]
+            outcome.tables = _store(con, delivery, contract, outcome.delivery_id, outcome.current)
+            lap("store")
+        finally:
+            futures.wait([validating])  # never leave a validation running into the next delivery
+        validation = validating.result()
+        lap("great_expectations")  # what GX took beyond the store
         gx_counts = {r: n for tv in validation.tables.values() for r, n in tv.unexpected_counts.items()}
         disagreements = [f"{rule}: SQL {n}, GX {gx_counts.get(rule)}"
                          for rule, n in sql_counts.items() if gx_counts.get(rule) != n]
         if disagreements:
             raise Refusal("quarantine rules and Great Expectations disagree (" + "; ".join(disagreements[:3])
                           + "); nothing loaded, please report this as a vigil defect")
-        _cascade(con, contract)
-        outcome.delivery_id = _insert_receipt(con, delivery, delivery.folder, "accepted", None, None)
-        # Current unless the site already has a later accepted delivery (audit.deliveries decides).
-        outcome.current = _q(con, "SELECT status = 'accepted' FROM audit.deliveries WHERE delivery_id = $id",
-                             {"id": outcome.delivery_id}).fetchone()[0]
-        outcome.tables = _store(con, delivery, contract, outcome.delivery_id, outcome.current, validation,
-                                sql_counts)
+        _store_validation(con, contract, outcome.delivery_id, validation, sql_counts)
         outcome.quarantine_reasons = dict(_q(con, "SELECT reason, count(*) FROM audit.quarantine "
                                                   "WHERE delivery_id = $id GROUP BY reason ORDER BY reason",
                                              {"id": outcome.delivery_id}).fetchall())
         con.execute("COMMIT")
-        lap("store_and_commit")
+        lap("commit")
     except (duckdb.Error, OSError) as exc:  # e.g. disk full: a named failure, nothing of the delivery kept
         rollback(con)
         raise LoadFailed(f"{delivery.folder}: the load failed and was rolled back, nothing of it was kept "
