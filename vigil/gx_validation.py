@@ -258,6 +258,7 @@ _preloaded: Future | None = None
 
 
 def _import_gx() -> None:
+    gx_workspace.quiet_leak_report_at_exit()
     import duckdb_engine  # noqa: F401
     import great_expectations  # noqa: F401
     import great_expectations.expectations  # noqa: F401

@@ -17,6 +17,10 @@ every load refuses a delivery on which the two disagree.
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+
 import duckdb
 
 URL = "duckdb+vigil://"
@@ -34,7 +38,31 @@ def workspace() -> duckdb.DuckDBPyConnection:
 def register_dialect() -> None:
     from sqlalchemy.dialects import registry
 
+    quiet_leak_report_at_exit()
     registry.register("duckdb.vigil", "vigil.gx_workspace", "WorkspaceDialect")
+
+
+_quieted = False
+
+
+def quiet_leak_report_at_exit() -> None:
+    """With duckdb_engine and GX both imported, DuckDB's extension reports at interpreter exit that
+    its ~27 module-level type constants "leaked" (nanobind's check runs after Python's teardown):
+    some 60 lines of stderr after every command, about no object of ours. Once the program has
+    ended (atexit runs after its output, any traceback and the joins of its threads), stderr goes
+    to /dev/null for the teardown."""
+    global _quieted
+    if _quieted:
+        return
+    _quieted = True
+
+    def quiet() -> None:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    atexit.register(quiet)
 
 
 def __getattr__(name: str):
