@@ -17,7 +17,7 @@ the number of rows the SQL marks as breaking it. Rule kind by kind:
   absent     ExpectColumnValuesToBeNull(<col>)
   unique     one column: ExpectColumnValuesToBeUnique (GX skips nulls); several:
              ExpectCompoundColumnsToBeUnique(ignore_row_if="any_value_is_missing"); both flag
-             every copy of a duplicated key (pandas `duplicated(keep=False)`), like the SQL
+             every copy of a duplicated key, like the SQL
   when       one more row condition, `<column> == <value>`, and-ed with the rule's own
 
 GX reads the frames with its SQL engine, in DuckDB: each frame is copied into the process's
