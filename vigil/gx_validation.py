@@ -53,7 +53,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from vigil import gx_workspace
 from vigil.contract import Contract, Rule, load_contract
 from vigil.rules import raw_column, resolve_bound, year_column, year_columns
 
@@ -258,10 +257,9 @@ _preloaded: Future | None = None
 
 
 def _import_gx() -> None:
-    gx_workspace.quiet_leak_report_at_exit()
-    import duckdb_engine  # noqa: F401
-    import great_expectations  # noqa: F401
     import great_expectations.expectations  # noqa: F401
+
+    from vigil import gx_workspace  # noqa: F401  (duckdb_engine)
 
 
 def preload() -> None:
@@ -278,6 +276,8 @@ def _context(gx_dir: Path):
     progress bars off; opened once per process (~0.3 s) while its config file is there."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    from vigil import gx_workspace
 
     gx_dir = Path(gx_dir).resolve()
     gx_workspace.register_dialect()  # before GX opens the stored data source
@@ -314,14 +314,22 @@ def _workspace_table(table_name: str) -> str:
 def _copy_to_workspace(frame, columns: list[str], table_name: str) -> None:
     """The frame's `columns` (those it has: a missing spec column fails ExpectTableColumnsToMatchSet)
     as workspace table frame_<table>. Fewer columns, less to copy."""
-    with gx_workspace.workspace().cursor() as workspace:
+    with _workspace_cursor() as workspace:
         workspace.register("incoming_frame", frame)
         present = set(workspace.sql("SELECT * FROM incoming_frame LIMIT 0").columns)
         select = ", ".join(f'"{c}"' for c in columns if c in present)
         workspace.execute(f"CREATE OR REPLACE TABLE {_workspace_table(table_name)} AS SELECT {select} FROM incoming_frame")
 
 
+def _workspace_cursor():
+    from vigil import gx_workspace
+
+    return gx_workspace.workspace().cursor()
+
+
 def _datasource(context):
+    from vigil import gx_workspace
+
     try:
         return context.data_sources.get(DATASOURCE_NAME)
     except KeyError:
@@ -416,7 +424,7 @@ def start_validation(gx_dir: Path, delivery_label: str, frames: Mapping[str, "pa
 
 
 def _drop_from_workspace(table_names: list[str]) -> None:
-    with gx_workspace.workspace().cursor() as workspace:
+    with _workspace_cursor() as workspace:
         for table_name in table_names:
             workspace.execute(f"DROP TABLE IF EXISTS {_workspace_table(table_name)}")
 

@@ -13,6 +13,9 @@ duckdb_engine's source; issue great_expectations#10738):
     (regexp_matches), so the dialect names itself postgresql and GX renders `column ~ regex`.
 The test suite checks GX's counts against the SQL rules (vigil.rules) on adversarial frames, and
 every load refuses a delivery on which the two disagree.
+
+Imported only where GX is (vigil.gx_validation imports it inside its functions): duckdb_engine
+pulls in SQLAlchemy's PostgreSQL dialect, which only a validation needs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import sys
 
 import duckdb
+import duckdb_engine
 
 URL = "duckdb+vigil://"
 _workspace: duckdb.DuckDBPyConnection | None = None
@@ -35,58 +39,39 @@ def workspace() -> duckdb.DuckDBPyConnection:
     return _workspace
 
 
+class WorkspaceDialect(duckdb_engine.Dialect):
+    name = "postgresql"
+    supports_statement_cache = True
+
+    def connect(self, *cargs, **cparams):
+        return duckdb_engine.ConnectionWrapper(workspace().cursor())
+
+    def do_begin(self, dbapi_connection) -> None:
+        pass
+
+    def do_commit(self, dbapi_connection) -> None:
+        pass
+
+    def do_rollback(self, dbapi_connection) -> None:
+        pass
+
+
 def register_dialect() -> None:
     from sqlalchemy.dialects import registry
 
-    quiet_leak_report_at_exit()
-    registry.register("duckdb.vigil", "vigil.gx_workspace", "WorkspaceDialect")
+    registry.register("duckdb.vigil", __name__, "WorkspaceDialect")
 
 
-_quieted = False
-
-
-def quiet_leak_report_at_exit() -> None:
+def _quiet_teardown() -> None:
     """With duckdb_engine and GX both imported, DuckDB's extension reports at interpreter exit that
     its ~27 module-level type constants "leaked" (nanobind's check runs after Python's teardown):
-    some 60 lines of stderr after every command, about no object of ours. Once the program has
-    ended (atexit runs after its output, any traceback and the joins of its threads), stderr goes
-    to /dev/null for the teardown."""
-    global _quieted
-    if _quieted:
-        return
-    _quieted = True
-
-    def quiet() -> None:
-        sys.stderr.flush()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-
-    atexit.register(quiet)
+    some 60 lines of stderr after every command, about no object of ours. atexit runs after the
+    program's output, any traceback and the joins of its threads: stderr goes to /dev/null only
+    for the teardown."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
-def __getattr__(name: str):
-    # The dialect class is built on first use: importing duckdb_engine pulls in SQLAlchemy's
-    # PostgreSQL dialect, which only a validation needs.
-    if name != "WorkspaceDialect":
-        raise AttributeError(name)
-    import duckdb_engine
-
-    class WorkspaceDialect(duckdb_engine.Dialect):
-        name = "postgresql"
-        supports_statement_cache = True
-
-        def connect(self, *cargs, **cparams):
-            return duckdb_engine.ConnectionWrapper(workspace().cursor())
-
-        def do_begin(self, dbapi_connection) -> None:
-            pass
-
-        def do_commit(self, dbapi_connection) -> None:
-            pass
-
-        def do_rollback(self, dbapi_connection) -> None:
-            pass
-
-    globals()["WorkspaceDialect"] = WorkspaceDialect
-    return WorkspaceDialect
+atexit.register(_quiet_teardown)

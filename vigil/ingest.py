@@ -114,15 +114,15 @@ def _line_numbers(con, delivery: Delivery, table: Table) -> str:
     return f"(SELECT m.line_number FROM {map_table} m WHERE m._row = {{row}})"
 
 
-def _line(delivery: Delivery, table: Table, row: int) -> int | None:
-    """Line of a row in a refused file: header = line 1 in CSV, the row number in Parquet."""
+def _lines(delivery: Delivery, table: Table, rows: list[int]) -> list[int | None]:
+    """Lines of rows in a refused file: header = line 1 in CSV, the row number in Parquet."""
     f = delivery.files[table.name]
     if delivery.fmt != "csv":
-        return row
+        return rows
     if f.one_line_per_row:
-        return row + 1
+        return [row + 1 for row in rows]
     starts = csv_row_lines(f.path)
-    return starts[row - 1] if row <= len(starts) else None
+    return [starts[row - 1] if row <= len(starts) else None for row in rows]
 
 
 def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Contract) -> None:
@@ -136,14 +136,14 @@ def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Con
             ORDER BY _row LIMIT 1""", {"fmt": patient_id_format, "site": delivery.site_id}).fetchone()
         if row:
             raise Refusal(f"patient_id {row[1]!r} belongs to another site (delivery is {delivery.site_id})",
-                          delivery.files[table.name].name, _line(delivery, table, row[0]), "patient_id")
+                          delivery.files[table.name].name, _lines(delivery, table, [row[0]])[0], "patient_id")
         for key in table.refuse_duplicate:
             dup = _q(con, f"""
                 SELECT {key}, list(_row ORDER BY _row) FROM {_temp(table.name)}
                 WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1 ORDER BY min(_row) LIMIT 1""").fetchone()
             if dup:
-                lines = [_line(delivery, table, r) for r in dup[1][:5]]
-                raise Refusal(f"duplicate {key} {dup[0]!r} (lines {', '.join(map(str, lines[:5]))})",
+                lines = _lines(delivery, table, dup[1][:5])
+                raise Refusal(f"duplicate {key} {dup[0]!r} (lines {', '.join(map(str, lines))})",
                               delivery.files[table.name].name, lines[1], key)
 
 
@@ -398,9 +398,8 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
 
 
 class _FrameReader(Mapping):
-    """The validation frames, read from DuckDB one table at a time as GX asks for them (only the
-    columns its suite reads), so that a large delivery never holds every frame in memory. As
-    Arrow: ~5x faster than .df(), which builds a Python str per text value."""
+    """The validation frames, read from DuckDB one table at a time as they are copied into GX's
+    workspace (only the columns its suite reads), so that only one is held as Arrow at a time."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, contract: Contract):
         self.con, self.contract = con, contract
