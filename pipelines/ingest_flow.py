@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from vigil import progress, warehouse
 from vigil.contract import load_contract
 from vigil.delivery import find_deliveries
-from vigil.ingest import LoadOutcome, delivery_order, ingest_delivery
+from vigil.ingest import LoadOutcome, checkpoint, delivery_order, ingest_delivery
 
 
 @task(name="find deliveries", cache_policy=NO_CACHE)
@@ -45,14 +45,25 @@ def ingest_delivery_task(folder: Path, db_path: Path, today: date | None) -> Loa
     return outcome
 
 
+@task(name="checkpoint warehouse", cache_policy=NO_CACHE)
+def checkpoint_task(db_path: Path) -> None:
+    with warehouse.connect(db_path) as con:
+        problem = checkpoint(con)
+    if problem:
+        get_run_logger().warning("%s: %s", db_path, problem)
+
+
 @flow(name="ingest", log_prints=True)
 def ingest_flow(paths: list[Path], db_path: Path, today: date | None = None) -> list[LoadOutcome]:
-    with warehouse.writer_lock(db_path):
+    # The open connection keeps DuckDB's database open between the tasks: closing the last connection
+    # checkpoints, and the run checkpoints once, at its end, rather than after every delivery.
+    with warehouse.writer_lock(db_path), warehouse.connect(db_path):
         prepare_warehouse_task(db_path)
         folders = find_deliveries_task(paths)
         outcomes = []
         for done, folder in enumerate(folders):
             progress.report("ingest", done, len(folders), folder.name)
             outcomes.append(ingest_delivery_task(folder, db_path, today))
+        checkpoint_task(db_path)
         progress.report("ingest", len(folders), len(folders), f"{len(folders)} deliveries")
         return outcomes

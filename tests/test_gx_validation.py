@@ -77,7 +77,7 @@ def build_frame(table_name: str, rows: list[dict], data_cut: date = DATA_CUT, pa
     result = con.sql("SELECT * FROM frame ORDER BY _row")
     frame = result.df() if pandas else result.to_arrow_table()
     rules = table.rules
-    flags = ", ".join(f"{violation_sql(contract, r, data_cut)} AS v{i}" for i, r in enumerate(rules))
+    flags = ", ".join(f"{violation_sql(contract, r, data_cut, 'frame')} AS v{i}" for i, r in enumerate(rules))
     counts = ", ".join(f"count(*) FILTER (WHERE v{i})" for i in range(len(rules)))
     sql_counts = con.execute(f"SELECT {counts} FROM (SELECT {flags} FROM frame)").fetchone()
     return frame, {r.rule_id: int(n) for r, n in zip(rules, sql_counts)}
@@ -354,7 +354,7 @@ def test_the_workspace_is_empty_after_a_validation(tmp_path):
 
     frames, _ = frames_of({"patients": CLEAN_ROWS["patients"]})
     gv.validate_delivery(tmp_path / "gx", LABEL, frames, DATA_CUT, {"patients": 2})
-    with gx_workspace.workspace().cursor() as workspace:
+    with gx_workspace.own().cursor() as workspace:
         assert workspace.execute("SELECT count(*) FROM duckdb_tables()").fetchall() == [(0,)]
 
 
@@ -395,3 +395,30 @@ def test_data_docs_carry_no_context_id(tmp_path):
     page.write_text('<img src="https://x/logo-long.png?d=20261125T1&dataContextId=de47ec67-8787-4387">')
     _strip_context_id(tmp_path)
     assert page.read_text() == '<img src="https://x/logo-long.png">'
+
+
+def test_the_workspace_reflects_frame_columns_as_duckdb_engine_does(tmp_path):
+    # The workspace dialect answers GX's column reflection from DuckDB's own catalog; it must give
+    # what duckdb_engine's reflection through the PostgreSQL catalog gives, type by type.
+    import duckdb_engine
+    import sqlalchemy as sa
+
+    from vigil import gx_workspace
+
+    gx_workspace.register_dialect()
+    frame, _ = build_frame("infections", [{"patient_id": "DK01-0000AAAA", "onset_date": "2026-01-02"}])
+    gx_workspace.own().connection.register("incoming", frame)
+    gx_workspace.own().connection.execute("CREATE TABLE frame_reflected AS SELECT *, true AS flag, "
+                                          "1.5::DOUBLE AS dose, 7::INTEGER AS small FROM incoming")
+    gx_workspace.read_from(gx_workspace.own())
+    try:
+        engine = sa.create_engine(gx_workspace.URL)
+        with engine.connect() as connection:
+            ours = engine.dialect.get_columns(connection, "frame_reflected")
+            theirs = duckdb_engine.Dialect.get_columns(engine.dialect, connection, "frame_reflected")
+    finally:
+        gx_workspace.own().connection.execute("DROP TABLE frame_reflected")
+    assert [(c["name"], repr(c["type"]), c["nullable"]) for c in ours] == \
+        [(c["name"], repr(c["type"]), c["nullable"]) for c in theirs]
+    assert {repr(c["type"]) for c in ours} == {"BigInteger()", "String()", "DATE()", "FLOAT()", "BOOLEAN()",
+                                               "Integer()"}

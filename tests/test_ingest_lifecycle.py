@@ -100,3 +100,18 @@ def test_audit_is_append_only_and_a_correction_points_at_what_it_supersedes(tmp_
                         (correction.delivery_id, "accepted", first.delivery_id)]
     assert warehouse_con.execute("SELECT count(*) FROM audit.quarantine WHERE delivery_id = ?",
                                  [first.delivery_id]).fetchone()[0] > 0  # the superseded delivery's record stays
+
+
+def test_a_load_leaves_no_scratch_database_and_the_warehouse_closes_with_its_connection(
+        tmp_path, ingest_folder, warehouse_con):
+    # The load reads into an attached in-memory database that GX reads through cursors of the
+    # warehouse connection: it is detached after the load, and nothing keeps the warehouse open (a
+    # read-only open in this process fails while the database is open read-write).
+    import duckdb
+
+    assert ingest_folder(write_delivery(tmp_path / "in")).status == "accepted"
+    assert warehouse_con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'vigil_load'"
+                                 ).fetchone() == (0,)
+    warehouse_con.close()
+    with duckdb.connect(str(tmp_path / "wh" / "vigil.duckdb"), read_only=True) as reader:
+        assert reader.execute("SELECT count(*) FROM audit.deliveries WHERE status = 'accepted'").fetchone() == (1,)

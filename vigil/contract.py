@@ -178,7 +178,8 @@ def ddl_for_layer(contract: Contract, layer: str) -> list[str]:
     statements = [f"CREATE SCHEMA IF NOT EXISTS {layer}"]
     layer_text = {
         "raw": "As delivered, every value as text (empty field = NULL), rows of each site's current delivery.",
-        "staging": "Typed, valid rows only (quarantined rows are in audit.quarantine), each site's current delivery.",
+        "staging": "Typed, valid rows only (quarantined rows are in audit.quarantine), each site's current delivery, "
+                   "in no particular order (line_number gives the file order).",
     }[layer]
     for table in contract.tables.values():
         cols = [(name, sql_type, text) for name, (sql_type, text) in LINEAGE_COLUMNS.items()]

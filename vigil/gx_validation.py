@@ -20,9 +20,9 @@ the number of rows the SQL marks as breaking it. Rule kind by kind:
              every copy of a duplicated key, like the SQL
   when       one more row condition, `<column> == <value>`, and-ed with the rule's own
 
-GX reads the frames with its SQL engine, in DuckDB: each frame is copied into the process's
-validation workspace (vigil/gx_workspace.py, which says what GX 1.24 needs for that) and dropped
-once validated. On pandas, GX took 49 s of a 1M-patient ingest and its fixed cost per expectation
+GX reads the frames with its SQL engine, in DuckDB, where they are: an ingest's frames in the
+scratch database of its warehouse connection, other frames copied into the process's own
+workspace (vigil/gx_workspace.py, which says what GX 1.24 needs for that). On pandas, GX took 49 s of a 1M-patient ingest and its fixed cost per expectation
 dominated small ones; in DuckDB each rule is one aggregate query over a typed table.
 
 Facts of GX 1.24 (SQL engine) this relies on, read in the installed source:
@@ -311,20 +311,24 @@ def _workspace_table(table_name: str) -> str:
     return f"frame_{table_name}"
 
 
-def _copy_to_workspace(frame, columns: list[str], table_name: str) -> None:
+def _copy_to_own_workspace(frame, columns: list[str], table_name: str) -> None:
     """The frame's `columns` (those it has: a missing spec column fails ExpectTableColumnsToMatchSet)
-    as workspace table frame_<table>. Fewer columns, less to copy."""
-    with _workspace_cursor() as workspace:
+    as table frame_<table> of the process's own workspace. Fewer columns, less to copy."""
+    from vigil import gx_workspace
+
+    with gx_workspace.own().cursor() as workspace:
         workspace.register("incoming_frame", frame)
         present = set(workspace.sql("SELECT * FROM incoming_frame LIMIT 0").columns)
         select = ", ".join(f'"{c}"' for c in columns if c in present)
         workspace.execute(f"CREATE OR REPLACE TABLE {_workspace_table(table_name)} AS SELECT {select} FROM incoming_frame")
 
 
-def _workspace_cursor():
+def _drop_from_own_workspace(table_names: list[str]) -> None:
     from vigil import gx_workspace
 
-    return gx_workspace.workspace().cursor()
+    with gx_workspace.own().cursor() as workspace:
+        for table_name in table_names:
+            workspace.execute(f"DROP TABLE IF EXISTS {_workspace_table(table_name)}")
 
 
 def _datasource(context):
@@ -391,69 +395,67 @@ def validate_delivery(gx_dir: Path, delivery_label: str, frames: Mapping[str, "p
                       data_cut: date, expected_rows: dict[str, int] | None,
                       contract: Contract | None = None) -> DeliveryValidation:
     """Validate each table's validation frame against its suite (one ValidationDefinition per
-    table, results stored in gx_dir, Data Docs updated there).
+    table, results stored in gx_dir, Data Docs updated there). The frames are copied into the
+    process's own workspace for the validation."""
+    from vigil import gx_workspace
 
-    gx_dir holds one file-backed GX context, created on first use and reused by every later
-    delivery. The suites carry this delivery's data cut and row counts; the stored validation
-    results keep the expectations as they were run. Validate one delivery at a time per gx_dir.
-    """
-    return start_validation(gx_dir, delivery_label, frames, data_cut, expected_rows, contract).result()
-
-
-def start_validation(gx_dir: Path, delivery_label: str, frames: Mapping[str, "pa.Table | pd.DataFrame"],
-                     data_cut: date, expected_rows: dict[str, int] | None,
-                     contract: Contract | None = None) -> "Future[DeliveryValidation]":
-    """validate_delivery on a thread: the frames are copied into the workspace now, in the
-    caller's thread (they may come from the caller's DuckDB connection), and validated while the
-    caller goes on (the ingest stores the delivery meanwhile). Validations run one at a time."""
     contract = contract or load_contract()
-    if not delivery_label or "/" in delivery_label or os.sep in delivery_label:
-        raise ValueError(f"delivery label {delivery_label!r} must be a non-empty name without '/'")
     unknown = set(frames) - set(contract.tables)
     if unknown:
         raise ValueError(f"not tables of the contract: {sorted(unknown)}")
     table_names = [t for t in contract.tables if t in frames]
     try:
         for table_name in table_names:
-            _copy_to_workspace(frames[table_name], suite_columns(contract, table_name), table_name)
-    except BaseException:
-        _drop_from_workspace(table_names)
-        raise
-    return _validator.submit(_validate_workspace, gx_dir, delivery_label, table_names, data_cut,
-                             expected_rows or {}, contract)
+            _copy_to_own_workspace(frames[table_name], suite_columns(contract, table_name), table_name)
+        workspace = gx_workspace.own()
+        return start_validation(gx_dir, delivery_label, workspace.connection, workspace.catalog, table_names,
+                                data_cut, expected_rows, contract).result()
+    finally:
+        _drop_from_own_workspace(table_names)
 
 
-def _drop_from_workspace(table_names: list[str]) -> None:
-    with _workspace_cursor() as workspace:
-        for table_name in table_names:
-            workspace.execute(f"DROP TABLE IF EXISTS {_workspace_table(table_name)}")
+def start_validation(gx_dir: Path, delivery_label: str, connection, catalog: str, table_names: list[str],
+                     data_cut: date, expected_rows: dict[str, int] | None,
+                     contract: Contract | None = None) -> "Future[DeliveryValidation]":
+    """Validate the tables frame_<table> of database `catalog`, read through cursors of `connection`,
+    on the validation thread; the caller goes on (the ingest stores the delivery meanwhile) and
+    must leave the frames in place until the result is in. Validations run one at a time.
+
+    gx_dir holds one file-backed GX context, created on first use and reused by every later
+    delivery. The suites carry this delivery's data cut and row counts; the stored validation
+    results keep the expectations as they were run.
+    """
+    contract = contract or load_contract()
+    if not delivery_label or "/" in delivery_label or os.sep in delivery_label:
+        raise ValueError(f"delivery label {delivery_label!r} must be a non-empty name without '/'")
+    return _validator.submit(_validate_workspace, gx_dir, delivery_label, connection, catalog, list(table_names),
+                             data_cut, expected_rows or {}, contract)
 
 
-def _validate_workspace(gx_dir: Path, delivery_label: str, table_names: list[str], data_cut: date,
-                        expected_rows: dict[str, int], contract: Contract) -> DeliveryValidation:
-    """Run each table's suite on its workspace table, dropping the table once validated."""
+def _validate_workspace(gx_dir: Path, delivery_label: str, connection, catalog: str, table_names: list[str],
+                        data_cut: date, expected_rows: dict[str, int], contract: Contract) -> DeliveryValidation:
+    """Run each table's suite on its workspace table, then build the delivery's Data Docs."""
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (ExpectationSuiteIdentifier,
                                                                             ValidationResultIdentifier)
 
-    try:
-        context = _context(gx_dir)
-        datasource = _datasource(context)
-        run_time = datetime.now(timezone.utc)
-        run_id = RunIdentifier(run_name=delivery_label, run_time=run_time)
-        tables: dict[str, TableValidation] = {}
-        docs_resources: list = []
-        for table_name in table_names:
-            suite = context.suites.add_or_update(
-                build_suite(contract, table_name, data_cut, expected_rows.get(table_name)))
-            definition = _definition_for(context, datasource, contract, table_name, suite)
-            result = definition.run(result_format=RESULT_FORMAT, run_id=run_id)
-            _drop_from_workspace([table_name])
-            suite_id = ExpectationSuiteIdentifier(name=suite.name)
-            docs_resources += [ValidationResultIdentifier(suite_id, run_id, result.batch_id), suite_id]
-            tables[table_name] = _table_validation(contract, table_name, result)
-    finally:
-        _drop_from_workspace(table_names)
+    from vigil import gx_workspace
+
+    gx_workspace.read_from(gx_workspace.Workspace(connection, catalog))
+    context = _context(gx_dir)
+    datasource = _datasource(context)
+    run_time = datetime.now(timezone.utc)
+    run_id = RunIdentifier(run_name=delivery_label, run_time=run_time)
+    tables: dict[str, TableValidation] = {}
+    docs_resources: list = []
+    for table_name in table_names:
+        suite = context.suites.add_or_update(
+            build_suite(contract, table_name, data_cut, expected_rows.get(table_name)))
+        definition = _definition_for(context, datasource, contract, table_name, suite)
+        result = definition.run(result_format=RESULT_FORMAT, run_id=run_id)
+        suite_id = ExpectationSuiteIdentifier(name=suite.name)
+        docs_resources += [ValidationResultIdentifier(suite_id, run_id, result.batch_id), suite_id]
+        tables[table_name] = _table_validation(contract, table_name, result)
 
     # One incremental build for the delivery: its result and suite pages, and the index once.
     # (A build per table would rebuild the index per table, and the index reads every
