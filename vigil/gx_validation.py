@@ -22,8 +22,9 @@ the number of rows the SQL marks as breaking it. Rule kind by kind:
 
 GX reads the frames with its SQL engine, in DuckDB, where they are: an ingest's frames in the
 scratch database of its warehouse connection, other frames copied into the process's own
-workspace (vigil/gx_workspace.py, which says what GX 1.24 needs for that). On pandas, GX took 49 s of a 1M-patient ingest and its fixed cost per expectation
-dominated small ones; in DuckDB each rule is one aggregate query over a typed table.
+workspace (vigil/gx_workspace.py, which says what GX 1.24 needs for that). On pandas, GX took
+49 s of a 1M-patient ingest and its fixed cost per expectation dominated small ones; in DuckDB
+each rule is one aggregate query over a typed table.
 
 Facts of GX 1.24 (SQL engine) this relies on, read in the installed source:
   - `row_condition` takes Condition objects from great_expectations.expectations.row_conditions

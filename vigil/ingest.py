@@ -64,7 +64,8 @@ def _temp(name: str) -> str:
 
 
 def _read_table(con, delivery: Delivery, table: Table) -> None:
-    """Delivered rows into temp table load_<table>: _row (1-based) and every column as text."""
+    """Delivered rows as view load_<table> of the scratch database: _row (1-based) and every
+    column as text."""
     f = delivery.files[table.name]
     if delivery.fmt == "csv":
         columns = "{" + ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in f.columns) + "}"
@@ -80,8 +81,8 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
            {"path": str(f.path)})
     except duckdb.Error as exc:
         raise _parse_refusal(exc, delivery, table) from None
-    # Insertion order is file order and rowids are consecutive in it (offset inside a transaction):
-    # a view numbers the rows without a second copy of the text.
+    # Insertion order is file order and rowids are consecutive in it: a view numbers the rows
+    # without a second copy of the text.
     first_rowid = _q(con, f"SELECT coalesce(min(rowid), 0) FROM {_temp(table.name)}_src").fetchone()[0]
     _q(con, f"CREATE OR REPLACE VIEW {_temp(table.name)} AS "
             f"SELECT rowid - {int(first_rowid)} + 1 AS _row, * FROM {_temp(table.name)}_src")
@@ -156,7 +157,7 @@ def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Con
 
 
 def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
-    """Temp table frame_<table>: the validation frame described in vigil.rules."""
+    """Table frame_<table> of the scratch database: the validation frame described in vigil.rules."""
     # Context (contract `context:`): per patient, values from another table of the delivery.
     # max() because a duplicated follow_up row must not multiply rows (those rows are quarantined).
     sources: dict[str, list[tuple[str, str]]] = {}
@@ -180,7 +181,8 @@ def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
 
 
 def _evaluate_rules(con, delivery: Delivery, contract: Contract) -> dict[str, int]:
-    """Table broken_<table>(_row, rules): rows breaking any rule; returns SQL count per rule."""
+    """Table broken_<table>(_row, rules) of the scratch database: rows breaking any rule; returns
+    the SQL count per rule."""
     counts: dict[str, int] = {}
     for table in contract.tables.values():
         frame = f"{SCRATCH}.frame_{table.name}"
@@ -199,8 +201,9 @@ def _evaluate_rules(con, delivery: Delivery, contract: Contract) -> dict[str, in
 
 
 def _cascade(con, contract: Contract) -> None:
-    """Temp table quarantined_<table>(_row, rule_id, all_rules): own rule breaks plus rows whose
-    patient is quarantined (DTS section 3), and patients left without a valid follow_up row."""
+    """Table quarantined_<table>(_row, rule_id, all_rules) of the scratch database: own rule breaks
+    plus rows whose patient is quarantined (DTS section 3), and patients left without a valid
+    follow_up row."""
     _q(con, f"CREATE OR REPLACE TABLE {SCRATCH}.bad_patients AS SELECT DISTINCT f.patient_id FROM {SCRATCH}.frame_patients f "
             f"JOIN {SCRATCH}.broken_patients b USING (_row) WHERE f.patient_id IS NOT NULL")
     # A follow_up row of a quarantined patient goes too; then a patient with no follow_up row left.
