@@ -4,8 +4,8 @@ built them, in the scratch database of its warehouse connection, and GX reads th
 of that connection; frames handed over from outside DuckDB are copied into this process's own
 in-memory database.
 
-GX 1.24 runs its SQL engine on DuckDB only with two things it lacks (found in its and
-duckdb_engine's source; issue great_expectations#10738):
+GX 1.24 runs its SQL engine on DuckDB only with two things it lacks, and fast only with a third
+(found in its and duckdb_engine's source; issue great_expectations#10738):
   - Results must outlive the connection. GX fetches a query's rows after closing the connection it
     ran on; SQLAlchemy 2 ends that connection with a ROLLBACK, which discards DuckDB's pending
     result, and every metric came back empty ("list index out of range", success=False, nothing
@@ -14,6 +14,7 @@ duckdb_engine's source; issue great_expectations#10738):
   - A regex dialect. GX knows no DuckDB and refuses regex expectations for it. duckdb_engine's
     dialect is SQLAlchemy's PostgreSQL dialect underneath and DuckDB's `~` is PostgreSQL's
     (regexp_matches), so the dialect names itself postgresql and GX renders `column ~ regex`.
+  - Column reflection from DuckDB's own catalog (get_columns, get_pk_constraint below).
 The test suite checks GX's counts against the SQL rules (vigil.rules) on adversarial frames, and
 every load refuses a delivery on which the two disagree.
 
@@ -35,10 +36,11 @@ from sqlalchemy.engine import reflection
 URL = "duckdb+vigil://"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Workspace:
     """Where GX reads validation frames: the tables of database `catalog`, through cursors of
-    `connection` (an ingest's warehouse connection and its scratch database, or this process's own)."""
+    `connection` (an ingest's warehouse connection and its scratch database, or this process's own).
+    Equal when both are the same, so a pooled cursor serves every validation of one connection."""
 
     connection: duckdb.DuckDBPyConnection
     catalog: str
@@ -80,7 +82,7 @@ class _Connection(duckdb_engine.ConnectionWrapper):
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         workspace = _reading or own()
-        if self._bound is None or self._bound[0] is not workspace:
+        if self._bound is None or self._bound[0] != workspace:
             self.close()
             self._bound = (workspace, workspace.cursor())
         return self._bound[1]

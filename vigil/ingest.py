@@ -25,6 +25,8 @@ from vigil import gx_validation
 from vigil.rules import frame_columns, typed_expression, violation_sql
 from vigil.warehouse import LoadFailed, error_line, rollback
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TableCounts:
@@ -51,16 +53,15 @@ def _q(con: duckdb.DuckDBPyConnection, sql: str, params=None):
     return con.execute(sql, params or [])
 
 
-log = logging.getLogger(__name__)
-
 # The in-memory database where a delivery is read, checked and cascaded before its transaction
 # (attached for one load, detached after it). A transaction may write to one database only:
 # everything in it is written before BEGIN.
 SCRATCH = "vigil_load"
 
 
-def _temp(name: str) -> str:
-    return f"{SCRATCH}.load_{name}"
+def _delivered(table_name: str) -> str:
+    """The scratch view of a delivered table (see _read_table)."""
+    return f"{SCRATCH}.load_{table_name}"
 
 
 def _read_table(con, delivery: Delivery, table: Table) -> None:
@@ -77,16 +78,16 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
         source = "read_parquet($path)"
         select = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in table.column_names)
     try:
-        _q(con, f"CREATE OR REPLACE TABLE {_temp(table.name)}_src AS SELECT {select} FROM {source}",
+        _q(con, f"CREATE OR REPLACE TABLE {_delivered(table.name)}_src AS SELECT {select} FROM {source}",
            {"path": str(f.path)})
     except duckdb.Error as exc:
         raise _parse_refusal(exc, delivery, table) from None
     # Insertion order is file order and rowids are consecutive in it: a view numbers the rows
     # without a second copy of the text.
-    first_rowid = _q(con, f"SELECT coalesce(min(rowid), 0) FROM {_temp(table.name)}_src").fetchone()[0]
-    _q(con, f"CREATE OR REPLACE VIEW {_temp(table.name)} AS "
-            f"SELECT rowid - {int(first_rowid)} + 1 AS _row, * FROM {_temp(table.name)}_src")
-    rows = _q(con, f"SELECT count(*) FROM {_temp(table.name)}").fetchone()[0]
+    first_rowid = _q(con, f"SELECT coalesce(min(rowid), 0) FROM {_delivered(table.name)}_src").fetchone()[0]
+    _q(con, f"CREATE OR REPLACE VIEW {_delivered(table.name)} AS "
+            f"SELECT rowid - {int(first_rowid)} + 1 AS _row, * FROM {_delivered(table.name)}_src")
+    rows = _q(con, f"SELECT count(*) FROM {_delivered(table.name)}").fetchone()[0]
     if rows != f.rows:
         raise Refusal(f"row count mismatch: manifest says {f.rows}, file has {rows}", f.name)
 
@@ -140,7 +141,7 @@ def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Con
                              if r.kind == "pattern")
     for table in contract.tables.values():
         row = _q(con, f"""
-            SELECT _row, patient_id FROM {_temp(table.name)}
+            SELECT _row, patient_id FROM {_delivered(table.name)}
             WHERE NOT starts_with(patient_id, $site || '-') AND regexp_full_match(patient_id, $fmt)
             ORDER BY _row LIMIT 1""", {"fmt": patient_id_format, "site": delivery.site_id}).fetchone()
         if row:
@@ -148,7 +149,7 @@ def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Con
                           delivery.files[table.name].name, _lines(delivery, table, [row[0]])[0], "patient_id")
         for key in table.refuse_duplicate:
             dup = _q(con, f"""
-                SELECT {key}, list(_row ORDER BY _row) FROM {_temp(table.name)}
+                SELECT {key}, list(_row ORDER BY _row) FROM {_delivered(table.name)}
                 WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1 ORDER BY min(_row) LIMIT 1""").fetchone()
             if dup:
                 lines = _lines(delivery, table, dup[1][:5])
@@ -168,7 +169,7 @@ def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
         table = contract.tables[source]
         select = ", ".join(f"max({typed_expression(contract, table.column(c).type, c)}) AS {name}"
                            for name, c in columns)
-        per_source.append(f"(SELECT patient_id AS ctx_key, {select} FROM {_temp(source)} "
+        per_source.append(f"(SELECT patient_id AS ctx_key, {select} FROM {_delivered(source)} "
                           f"WHERE patient_id IS NOT NULL GROUP BY patient_id)")
     # One context table, so that a frame joins once however many tables its context comes from.
     _q(con, f"CREATE OR REPLACE TABLE {SCRATCH}.context AS SELECT * FROM "
@@ -177,7 +178,7 @@ def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
         select = ["t._row", *frame_columns(contract, table, "t"), *(f"c.{name}" for name in table.context_columns)]
         join = f"LEFT JOIN {SCRATCH}.context c ON c.ctx_key = t.patient_id" if table.context_columns else ""
         _q(con, f"CREATE OR REPLACE TABLE {SCRATCH}.frame_{table.name} AS "
-                f"SELECT {', '.join(select)} FROM {_temp(table.name)} t {join}")
+                f"SELECT {', '.join(select)} FROM {_delivered(table.name)} t {join}")
 
 
 def _evaluate_rules(con, delivery: Delivery, contract: Contract) -> dict[str, int]:
@@ -300,7 +301,7 @@ def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, curren
         _q(con, f"""INSERT INTO audit.quarantine
             SELECT $id, {sql_literal(table.name)}, $site, $cut, {sql_literal(f.name)}, {line_expr.format(row="q._row")},
                    {column_case}, {reason_case}, rule_id, all_rules, to_json({{{raw_struct}}})
-            FROM {SCRATCH}.quarantined_{table.name} q JOIN {_temp(table.name)} t USING (_row) ORDER BY q._row""", lineage)
+            FROM {SCRATCH}.quarantined_{table.name} q JOIN {_delivered(table.name)} t USING (_row) ORDER BY q._row""", lineage)
         quarantined = _q(con, f"SELECT count(*) FROM {SCRATCH}.quarantined_{table.name}").fetchone()[0]
         counts[table.name] = TableCounts(f.rows, f.rows - quarantined, quarantined)
         _q(con, "INSERT INTO audit.delivery_tables VALUES ($id, $t, $file, $sha, $rec, $loaded, $quar)",
@@ -333,7 +334,7 @@ def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineag
         _q(con, f"DELETE FROM {layer}.{table.name} WHERE site_id = $site", {"site": lineage["site"]})
     cols = ", ".join(table.column_names)
     # File order without a sort: DuckDB keeps a scan's order in an INSERT (preserve_insertion_order).
-    _q(con, f"INSERT INTO raw.{table.name} SELECT {lineage_cols}, {cols} FROM {_temp(table.name)} t", lineage)
+    _q(con, f"INSERT INTO raw.{table.name} SELECT {lineage_cols}, {cols} FROM {_delivered(table.name)} t", lineage)
     _q(con, f"""INSERT INTO staging.{table.name}
         SELECT {lineage_cols}, {cols} FROM {SCRATCH}.frame_{table.name} t
         WHERE t._row NOT IN (SELECT _row FROM {SCRATCH}.quarantined_{table.name})""", lineage)
