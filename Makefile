@@ -39,7 +39,7 @@ reference: install
 	Rscript tests/reference/survival_reference.R tests/reference
 
 benchmark: install
-	$(VENV)/bin/python benchmarks/benchmark.py
+	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3
 
 clean:
 	rm -rf .venv .tools warehouse demo-study

@@ -46,9 +46,9 @@ def ingest_delivery_task(folder: Path, db_path: Path, today: date | None) -> Loa
 
 
 @task(name="checkpoint warehouse", cache_policy=NO_CACHE)
-def checkpoint_task(db_path: Path) -> None:
+def checkpoint_task(db_path: Path, outcomes: list[LoadOutcome]) -> None:
     with warehouse.connect(db_path) as con:
-        problem = checkpoint(con)
+        problem = checkpoint(con, outcomes)
     if problem:
         get_run_logger().warning("%s: %s", db_path, problem)
 
@@ -64,6 +64,6 @@ def ingest_flow(paths: list[Path], db_path: Path, today: date | None = None) -> 
         for done, folder in enumerate(folders):
             progress.report("ingest", done, len(folders), folder.name)
             outcomes.append(ingest_delivery_task(folder, db_path, today))
-        checkpoint_task(db_path)
+        checkpoint_task(db_path, outcomes)
         progress.report("ingest", len(folders), len(folders), f"{len(folders)} deliveries")
         return outcomes

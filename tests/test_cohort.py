@@ -44,7 +44,7 @@ class Study:
     def _insert(self, table: str, site: str, data_cut: str, **values) -> None:
         self._line += 1
         row = {"delivery_id": sum(map(ord, site)), "site_id": site, "data_cut": d(data_cut),
-               "source_file": f"{site}_{data_cut}/{table}.csv", "line_number": self._line, **values}
+               "source_file": f"{table}.csv", "line_number": self._line, **values}
         columns = ", ".join(row)
         self.con.execute(f"INSERT INTO staging.{table} ({columns}) VALUES ({', '.join('?' for _ in row)})",
                          list(row.values()))

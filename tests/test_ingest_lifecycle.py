@@ -1,5 +1,7 @@
 """Deliveries over time: reloads change nothing, corrections and new cuts replace a site's rows."""
 
+from pathlib import Path
+
 from helpers import P1, valid_rows, write_delivery
 
 
@@ -115,3 +117,41 @@ def test_a_load_leaves_no_scratch_database_and_the_warehouse_closes_with_its_con
     warehouse_con.close()
     with duckdb.connect(str(tmp_path / "wh" / "vigil.duckdb"), read_only=True) as reader:
         assert reader.execute("SELECT count(*) FROM audit.deliveries WHERE status = 'accepted'").fetchone() == (1,)
+
+
+
+def _stored_rows(con, table: str) -> int:
+    """Rows in the table's storage, deleted ones included until a vacuum reclaims them."""
+    return con.execute(f"SELECT sum(count) FROM pragma_storage_info('{table}') "
+                       "WHERE column_name = 'x' AND segment_type <> 'VALIDITY'").fetchone()[0]
+
+
+def test_a_correction_counts_the_rows_it_replaced(tmp_path, ingest_folder):
+    first = ingest_folder(write_delivery(tmp_path / "a"))
+    assert first.replaced_rows == 0
+    correction = ingest_folder(write_delivery(tmp_path / "b", created_at="2026-07-10T00:00:00Z"))
+    assert correction.replaced_rows == sum(t.received + t.loaded for t in first.tables.values())  # raw + staging
+
+
+def test_the_run_checkpoint_vacuums_only_when_the_run_replaced_a_site(warehouse_con):
+    # The warehouse connection has DuckDB's checkpoint vacuum off; a run that deleted a site's
+    # earlier rows turns it on for its checkpoint, and the deleted rows leave the storage.
+    from vigil.ingest import LoadOutcome, checkpoint
+
+    con = warehouse_con
+    con.execute("CREATE TABLE main.t (site VARCHAR, x BIGINT)")
+    for site in ("A", "B"):  # two sites' loads, then a correction of A
+        con.execute(f"INSERT INTO main.t SELECT '{site}', range FROM range(5000)")
+    con.execute("CHECKPOINT")
+
+    def correct_site_a():
+        con.execute("DELETE FROM main.t WHERE site = 'A'")
+        con.execute("INSERT INTO main.t SELECT 'A', range FROM range(5000)")
+
+    correct_site_a()
+    assert checkpoint(con, [LoadOutcome(Path("new-site"), "accepted")]) is None
+    assert _stored_rows(con, "main.t") == 15000
+    correct_site_a()
+    assert checkpoint(con, [LoadOutcome(Path("correction"), "accepted", replaced_rows=5000)]) is None
+    assert _stored_rows(con, "main.t") == 10000
+    assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone() == (0,)

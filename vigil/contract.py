@@ -22,7 +22,9 @@ LINEAGE_COLUMNS = {
     "delivery_id": ("BIGINT", "The delivery the row came from (audit.deliveries.delivery_id)."),
     "site_id": ("VARCHAR", "Site that delivered the row."),
     "data_cut": ("DATE", "Data cut of the delivery."),
-    "source_file": ("VARCHAR", "File of the delivery the row was read from."),
+    # An ENUM of the spec's file names: the same text on every row cost 0.2-0.3 s to write per
+    # 333k-patient site in raw alone.
+    "source_file": ("extract_file", "File of the delivery the row was read from (type extract_file: the spec's file names)."),
     "line_number": ("BIGINT", "Line of the row in its CSV file (header = line 1), or row number in a Parquet file."),
 }
 
@@ -175,7 +177,10 @@ def ddl_for_layer(contract: Contract, layer: str) -> list[str]:
 
     raw holds every delivered value as text; staging holds the valid rows, typed.
     """
-    statements = [f"CREATE SCHEMA IF NOT EXISTS {layer}"]
+    file_names = ", ".join(sql_literal(name) for fmt in contract.formats for name in contract.file_names(fmt))
+    statements = [f"CREATE SCHEMA IF NOT EXISTS {layer}",
+                  f"CREATE TYPE IF NOT EXISTS extract_file AS ENUM ({file_names})",
+                  f"COMMENT ON TYPE extract_file IS {sql_literal(f'File names of extract spec v{contract.spec_version}.')}"]
     layer_text = {
         "raw": "As delivered, every value as text (empty field = NULL), rows of each site's current delivery.",
         "staging": "Typed, valid rows only (quarantined rows are in audit.quarantine), each site's current delivery, "

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from vigil.contract import Contract
 
 HASH_CHUNK = 1 << 20
+SCAN_THREADS = 2
 # A header line longer than this is not a header of this spec (protects against garbage files).
 MAX_HEADER_BYTES = 64 * 1024
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
@@ -279,17 +281,28 @@ def _inspect(folder: Path, contract: Contract, today: date) -> Delivery:
     manifest, manifest_sha = _read_manifest(folder, contract)
     site_id, data_cut, created_at = _check_identity(folder, manifest, contract, today)
     fmt, listed = _check_file_list(folder, manifest, contract)
-    files: dict[str, DeliveryFile] = {}
+    entries = []
     for table in contract.tables.values():
         name = f"{table.name}.{fmt}"
         path, rows, expected_sha = _file_entry(folder, name, listed[name])
-        # Header before hash: a garbage file is refused without reading all of it.
+        # Headers before hashes: a garbage file is refused without reading all of it.
         columns = read_csv_header(path, name) if fmt == "csv" else parquet_columns(path, name)
         check_columns(columns, table.column_names, name, 1 if fmt == "csv" else None)
-        actual_sha, newlines, final_newline = scan_file(path, name, fmt == "csv")
-        if actual_sha != expected_sha:
-            raise Refusal(f"sha256 mismatch: manifest says {expected_sha}, file has {actual_sha}", name)
-        files[table.name] = DeliveryFile(name, path, actual_sha, rows, columns, newlines, final_newline)
+        entries.append((table.name, name, path, rows, expected_sha, columns))
+    # Two files at a time: sha256 releases the GIL, and one reader left a core idle (1.0 s of
+    # 338 MB at 333k patients). Results are judged in file order, so the refusal is the same.
+    with ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="scan") as pool:
+        scans = pool.map(lambda e: scan_file(e[2], e[1], fmt == "csv"), entries)
+        files: dict[str, DeliveryFile] = {}
+        try:
+            for (table_name, name, path, rows, expected_sha, columns), scan in zip(entries, scans):
+                actual_sha, newlines, final_newline = scan
+                if actual_sha != expected_sha:
+                    raise Refusal(f"sha256 mismatch: manifest says {expected_sha}, file has {actual_sha}", name)
+                files[table_name] = DeliveryFile(name, path, actual_sha, rows, columns, newlines, final_newline)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a refused delivery reads no further file
+            raise
     return Delivery(folder, site_id, data_cut, created_at, fmt, manifest_sha, files)
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from concurrent import futures
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -46,6 +47,7 @@ class LoadOutcome:
     tables: dict[str, TableCounts] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     current: bool = False  # became the site's current delivery in staging
+    replaced_rows: int = 0  # rows of the site's earlier delivery deleted from raw and staging
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each load step
 
 
@@ -290,9 +292,12 @@ def record_refusal(con, folder: Path, refusal: Refusal, delivery: Delivery | Non
 
 
 def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, current: bool,
-           line_exprs: dict[str, str]) -> dict[str, TableCounts]:
+           line_exprs: dict[str, str]) -> tuple[dict[str, TableCounts], int]:
+    """Quarantine, counts and (when current) the site's rows; returns the counts per table and the
+    number of the site's earlier rows replaced."""
     reason_case, column_case = _reason_sql(contract)
     counts: dict[str, TableCounts] = {}
+    replaced = 0
     lineage = {"id": delivery_id, "site": delivery.site_id, "cut": delivery.data_cut}
     for table in contract.tables.values():
         f = delivery.files[table.name]
@@ -308,8 +313,8 @@ def _store(con, delivery: Delivery, contract: Contract, delivery_id: int, curren
            {"id": delivery_id, "t": table.name, "file": f.name, "sha": f.sha256, "rec": f.rows,
             "loaded": f.rows - quarantined, "quar": quarantined})
         if current:
-            _replace_site_rows(con, table, f.name, line_expr, lineage)
-    return counts
+            replaced += _replace_site_rows(con, table, f.name, line_expr, lineage)
+    return counts, replaced
 
 
 def _store_validation(con, contract: Contract, delivery_id: int, validation, sql_counts: dict[str, int]) -> None:
@@ -327,17 +332,21 @@ def _store_validation(con, contract: Contract, delivery_id: int, validation, sql
             "result": json.dumps(tv.result, default=str)})
 
 
-def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineage: dict) -> None:
-    """raw gets every delivered row, staging the typed valid ones; the site's earlier rows go."""
+def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineage: dict) -> int:
+    """raw gets every delivered row, staging the typed valid ones; the site's earlier rows go (their
+    number is returned)."""
     lineage_cols = f"$id, $site, $cut, {sql_literal(file_name)}, {line_expr.format(row='t._row')}"
+    replaced = 0
     for layer in ("raw", "staging"):
-        _q(con, f"DELETE FROM {layer}.{table.name} WHERE site_id = $site", {"site": lineage["site"]})
+        replaced += _q(con, f"DELETE FROM {layer}.{table.name} WHERE site_id = $site",
+                       {"site": lineage["site"]}).fetchone()[0]
     cols = ", ".join(table.column_names)
     # File order without a sort: DuckDB keeps a scan's order in an INSERT (preserve_insertion_order).
     _q(con, f"INSERT INTO raw.{table.name} SELECT {lineage_cols}, {cols} FROM {_delivered(table.name)} t", lineage)
     _q(con, f"""INSERT INTO staging.{table.name}
         SELECT {lineage_cols}, {cols} FROM {SCRATCH}.frame_{table.name} t
         WHERE t._row NOT IN (SELECT _row FROM {SCRATCH}.quarantined_{table.name})""", lineage)
+    return replaced
 
 
 def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Path,
@@ -380,7 +389,8 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         # Current unless the site already has a later accepted delivery (audit.deliveries decides).
         outcome.current = _q(con, "SELECT status = 'accepted' FROM audit.deliveries WHERE delivery_id = $id",
                              {"id": outcome.delivery_id}).fetchone()[0]
-        outcome.tables = _store(con, delivery, contract, outcome.delivery_id, outcome.current, line_exprs)
+        outcome.tables, outcome.replaced_rows = _store(con, delivery, contract, outcome.delivery_id,
+                                                       outcome.current, line_exprs)
         lap("store")
         validation = validating.result()
         lap("great_expectations")  # what GX took beyond the store
@@ -456,19 +466,27 @@ def ingest_all(con: duckdb.DuckDBPyConnection, paths: list[Path], gx_dir: Path,
     """Every delivery under `paths` in created_at order, then one checkpoint: the ingest flow without Prefect."""
     outcomes = [ingest_delivery(con, folder, gx_dir, today)
                 for folder in delivery_order(find_deliveries(paths, load_contract()))]
-    problem = checkpoint(con)
+    problem = checkpoint(con, outcomes)
     if problem:
         log.warning(problem)
     return outcomes
 
 
-def checkpoint(con: duckdb.DuckDBPyConnection) -> str | None:
+def checkpoint(con: duckdb.DuckDBPyConnection, outcomes: list[LoadOutcome]) -> str | None:
     """CHECKPOINT once after an ingest run, not after every delivery: a COMMIT is already durable in
-    DuckDB's write-ahead log, and a checkpoint per delivery cost 1.4 s each at 1M patients. Returns
-    what went wrong, or None."""
+    DuckDB's write-ahead log, and a checkpoint per delivery cost 1.4 s each at 1M patients. With
+    DuckDB's vacuum only when the run replaced a site's rows, to reclaim their space (the warehouse
+    connection has it off: vigil.warehouse.connect). Returns what went wrong, or None."""
+    vacuum = any(o.replaced_rows for o in outcomes)
+    problem = None
     try:
+        if vacuum:
+            con.execute("RESET max_vacuum_tasks")
         con.execute("CHECKPOINT")
     except duckdb.Error as exc:
-        return (f"the deliveries are committed, but the checkpoint failed ({error_line(exc)}); they are kept "
-                "in DuckDB's write-ahead log, which the next open of the warehouse replays")
-    return None
+        problem = (f"the deliveries are committed, but the checkpoint failed ({error_line(exc)}); they are kept "
+                   "in DuckDB's write-ahead log, which the next open of the warehouse replays")
+    if vacuum:
+        with suppress(duckdb.Error):  # a connection DuckDB invalidated (IO error) has nothing left to set
+            con.execute("SET max_vacuum_tasks = 0")
+    return problem

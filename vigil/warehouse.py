@@ -41,13 +41,19 @@ def default_report_dir(db_path: Path) -> Path:
 
 
 def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse, with DuckDB's checkpoint vacuum off: only an ingest run that replaced a site's
+    rows has space to reclaim, and it turns the vacuum on for its checkpoint (vigil.ingest.checkpoint)."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return duckdb.connect(str(db_path))
+        con = duckdb.connect(str(db_path))
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise WarehouseBusy(f"{db_path} is in use by another process (one writer at a time): {exc}") from None
         raise
+    # Otherwise every checkpoint repacks the partly filled row groups that each load leaves between
+    # full ones: 3.4 s of a 1M-patient ingest, to save ~1 % of the row groups.
+    con.execute("SET max_vacuum_tasks = 0")
+    return con
 
 
 _held_locks: dict[Path, list] = {}  # lock file -> [fd, depth] held by this process
