@@ -119,10 +119,9 @@ def test_a_load_leaves_no_scratch_database_and_the_warehouse_closes_with_its_con
         assert reader.execute("SELECT count(*) FROM audit.deliveries WHERE status = 'accepted'").fetchone() == (1,)
 
 
-
-def _stored_rows(con, table: str) -> int:
-    """Rows in the table's storage, deleted ones included until a vacuum reclaims them."""
-    return con.execute(f"SELECT sum(count) FROM pragma_storage_info('{table}') "
+def _stored_rows(con) -> int:
+    """Rows in the storage of table main.t, deleted ones included until a vacuum reclaims them."""
+    return con.execute("SELECT sum(count) FROM pragma_storage_info('main.t') "
                        "WHERE column_name = 'x' AND segment_type <> 'VALIDITY'").fetchone()[0]
 
 
@@ -150,8 +149,8 @@ def test_the_run_checkpoint_vacuums_only_when_the_run_replaced_a_site(warehouse_
 
     correct_site_a()
     assert checkpoint(con, [LoadOutcome(Path("new-site"), "accepted")]) is None
-    assert _stored_rows(con, "main.t") == 15000
+    assert _stored_rows(con) == 15000
     correct_site_a()
     assert checkpoint(con, [LoadOutcome(Path("correction"), "accepted", replaced_rows=5000)]) is None
-    assert _stored_rows(con, "main.t") == 10000
+    assert _stored_rows(con) == 10000
     assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone() == (0,)
