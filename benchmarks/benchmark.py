@@ -136,6 +136,10 @@ STAGES = {"synth": stage_synth, "ingest": stage_ingest, "analyse": stage_analyse
           "bare_load": stage_bare_load, "flow": stage_flow, "plain": stage_plain}
 
 
+def ratio(ingest: dict, bare_load: dict) -> float:
+    return ingest["seconds"] / bare_load["seconds"]
+
+
 def run_stage(name: str, *args: str, env: dict | None = None) -> dict:
     """Run one stage in a child process; return its wall time, peak RSS and what it reported."""
     started = time.perf_counter()
@@ -255,30 +259,26 @@ def main() -> None:
         prefect_overhead(ns.prefect_overhead, ns.out, ns.repeat)
         return
 
-    from vigil.warehouse import gx_dir_for
-
     results = []
     for size in (int(s) for s in ns.sizes.split(",")):
         work = ns.out / f"n{size}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        landing, db, bare = work / "landing", work / "vigil.duckdb", work / "bare.duckdb"
+        landing, run = work / "landing", work / "run"
+        db, bare = run / "vigil.duckdb", run / "bare.duckdb"
         row = {"patients": size}
         row["synth"] = run_stage("synth", str(landing), str(size))
         # Ingest and bare load alternate, so that both see the same state of a shared machine; each
-        # ingest into a fresh warehouse. The pair with the median ratio is reported.
+        # round in a fresh folder (warehouse, its gx/, the bare load's database). The pair with the
+        # median ratio is reported.
         pairs = []
         for _ in range(ns.repeat):
-            for leftover in (db, db.with_name(db.name + ".wal"), bare, bare.with_name(bare.name + ".wal")):
-                leftover.unlink(missing_ok=True)
-            shutil.rmtree(gx_dir_for(db), ignore_errors=True)
-            ingest = run_stage("ingest", str(landing), str(db))
-            bare_load = run_stage("bare_load", str(landing), str(bare))
-            pairs.append((round(ingest["seconds"] / bare_load["seconds"], 2), ingest, bare_load))
-        ratio, row["ingest"], row["bare_load"] = sorted(pairs, key=lambda p: p[0])[(len(pairs) - 1) // 2]
-        row["ingest_vs_bare"] = round(ratio, 1)
-        row["ratio_samples"] = [p[0] for p in pairs]
-        row["pair_seconds"] = [(p[1]["seconds"], p[2]["seconds"]) for p in pairs]  # (ingest, bare load)
+            shutil.rmtree(run, ignore_errors=True)
+            run.mkdir()
+            pairs.append((run_stage("ingest", str(landing), str(db)), run_stage("bare_load", str(landing), str(bare))))
+        row["ingest"], row["bare_load"] = sorted(pairs, key=lambda p: ratio(*p))[(len(pairs) - 1) // 2]
+        row["ingest_vs_bare"] = round(ratio(row["ingest"], row["bare_load"]), 1)
+        row["pair_seconds"] = [(i["seconds"], b["seconds"]) for i, b in pairs]  # (ingest, bare load), every round
         row["analyse"] = run_stage("analyse", str(db))
         row["report"] = run_stage("report", str(db), str(work / "report"))
         results.append(row)
@@ -291,7 +291,7 @@ def main() -> None:
     for r in results:
         cells = [f"{r[k]['seconds']} ({r[k]['peak_rss_mb']:,.0f})" for k in ("synth", "ingest", "bare_load")]
         print(f"| {r['patients']:,} | {r['synth']['rows']:,} | {' | '.join(cells)} | {r['ingest_vs_bare']}x "
-              f"| {', '.join(f'{x}x' for x in r['ratio_samples'])} "
+              f"| {', '.join(f'{i / b:.1f}x' for i, b in r['pair_seconds'])} "
               f"| {r['analyse']['seconds']} ({r['analyse']['peak_rss_mb']:,.0f}) "
               f"| {r['report']['seconds']} ({r['report']['peak_rss_mb']:,.0f}) |")
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from contextlib import suppress
 from dataclasses import dataclass
 
 import duckdb
@@ -95,10 +96,8 @@ class _Connection(duckdb_engine.ConnectionWrapper):
 
     def close(self) -> None:
         if self._bound is not None:
-            try:
+            with suppress(duckdb.Error):  # closed already, with the connection it came from
                 self._bound[1].close()
-            except duckdb.Error:
-                pass  # closed already, with the connection it came from
             self._bound = None
 
 

@@ -25,6 +25,7 @@ from vigil.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_p
 from vigil import gx_validation
 from vigil.rules import frame_columns, typed_expression, violation_sql
 from vigil.warehouse import LoadFailed, error_line, rollback
+from vigil.warehouse import checkpoint as checkpoint_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -416,10 +417,8 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
     finally:
         if validating is not None:
             futures.wait([validating])  # never leave a validation running into the next delivery
-        try:
+        with suppress(duckdb.Error):  # a connection DuckDB invalidated (IO error) has nothing left to free
             _q(con, f"DETACH DATABASE IF EXISTS {SCRATCH}")  # the delivery's scratch tables, all at once
-        except duckdb.Error:
-            pass  # a connection DuckDB invalidated (IO error) has nothing left to free
     # DuckDB's COMMIT after a failed statement returns normally and keeps nothing: check it stuck.
     stuck = _q(con, "SELECT count(*) FROM audit.delivery_receipts WHERE delivery_id = $id",
                {"id": outcome.delivery_id}).fetchone()[0]
@@ -475,18 +474,11 @@ def ingest_all(con: duckdb.DuckDBPyConnection, paths: list[Path], gx_dir: Path,
 def checkpoint(con: duckdb.DuckDBPyConnection, outcomes: list[LoadOutcome]) -> str | None:
     """CHECKPOINT once after an ingest run, not after every delivery: a COMMIT is already durable in
     DuckDB's write-ahead log, and a checkpoint per delivery cost 1.4 s each at 1M patients. With
-    DuckDB's vacuum only when the run replaced a site's rows, to reclaim their space (the warehouse
-    connection has it off: vigil.warehouse.connect). Returns what went wrong, or None."""
-    vacuum = any(o.replaced_rows for o in outcomes)
-    problem = None
+    DuckDB's vacuum only when the run replaced a site's rows, to reclaim their space. Returns what
+    went wrong, or None."""
     try:
-        if vacuum:
-            con.execute("RESET max_vacuum_tasks")
-        con.execute("CHECKPOINT")
+        checkpoint_warehouse(con, vacuum=any(o.replaced_rows for o in outcomes))
     except duckdb.Error as exc:
-        problem = (f"the deliveries are committed, but the checkpoint failed ({error_line(exc)}); they are kept "
-                   "in DuckDB's write-ahead log, which the next open of the warehouse replays")
-    if vacuum:
-        with suppress(duckdb.Error):  # a connection DuckDB invalidated (IO error) has nothing left to set
-            con.execute("SET max_vacuum_tasks = 0")
-    return problem
+        return (f"the deliveries are committed, but the checkpoint failed ({error_line(exc)}); they are kept "
+                "in DuckDB's write-ahead log, which the next open of the warehouse replays")
+    return None

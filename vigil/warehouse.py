@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,8 +41,7 @@ def default_report_dir(db_path: Path) -> Path:
 
 
 def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
-    """The warehouse, with DuckDB's checkpoint vacuum off: only an ingest run that replaced a site's
-    rows has space to reclaim, and it turns the vacuum on for its checkpoint (vigil.ingest.checkpoint)."""
+    """The warehouse, with DuckDB's checkpoint vacuum off (see checkpoint)."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(db_path))
@@ -50,10 +49,28 @@ def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
         if "lock" in str(exc).lower():
             raise WarehouseBusy(f"{db_path} is in use by another process (one writer at a time): {exc}") from None
         raise
-    # Otherwise every checkpoint repacks the partly filled row groups that each load leaves between
-    # full ones: 3.4 s of a 1M-patient ingest, to save ~1 % of the row groups.
-    con.execute("SET max_vacuum_tasks = 0")
+    con.execute(_VACUUM_OFF)
     return con
+
+
+# Otherwise every checkpoint repacks the partly filled row groups that each load leaves between full
+# ones: 3.4 s of a 1M-patient ingest, to save ~1 % of the row groups.
+_VACUUM_OFF = "SET max_vacuum_tasks = 0"
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection, vacuum: bool = False) -> None:
+    """CHECKPOINT, with DuckDB's vacuum when there are deleted rows to reclaim. A vacuum only touches
+    tables changed since the last checkpoint, so it is the checkpoint after the deletes that must ask
+    for it. Raises duckdb.Error."""
+    if not vacuum:
+        con.execute("CHECKPOINT")
+        return
+    con.execute("RESET max_vacuum_tasks")
+    try:
+        con.execute("CHECKPOINT")
+    finally:
+        with suppress(duckdb.Error):  # a connection DuckDB invalidated (IO error) has nothing left to set
+            con.execute(_VACUUM_OFF)
 
 
 _held_locks: dict[Path, list] = {}  # lock file -> [fd, depth] held by this process
@@ -112,10 +129,8 @@ def error_line(exc: BaseException) -> str:
 
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
     """ROLLBACK that tolerates a transaction DuckDB has already ended (it invalidates one after an IO error)."""
-    try:
+    with suppress(duckdb.Error):
         con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 def create_layout(con: duckdb.DuckDBPyConnection, contract: Contract | None = None) -> None:
