@@ -1,9 +1,18 @@
-"""The `vigil` command line. Commands call flows or plain functions; errors are messages, not tracebacks."""
+"""The `vigil` command line. Commands call flows or plain functions; errors are messages, not tracebacks.
+
+Text that came from a delivery or from the user (folder, file and column names, manifest fields, refusal
+messages, paths) is printed only as inert text (vigil.inert): as a rich Text, or through `console_text`
+where it joins markup of ours, so `[/x]` is printed, not interpreted, and a newline cannot make a line of
+its own. An expected failure (vigil.warehouse.WarehouseError, a report that cannot be made) is one line on
+stderr and exit 1 (2 for a usage error); VIGIL_DEBUG=1 shows the tracebacks as well, Prefect's included.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -12,6 +21,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
+
+from vigil.inert import console_text, inert
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="vigil: serious infections after alemtuzumab, from site deliveries to the report.")
@@ -25,9 +37,72 @@ EXIT_FAILED = 1
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="Warehouse file (default: $VIGIL_DB or warehouse/vigil.duckdb).")]
 
 
-def _fail(message: str, code: int = EXIT_FAILED) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+def _debug() -> bool:
+    return bool(os.environ.get("VIGIL_DEBUG"))
+
+
+def _fail(message: object, code: int = EXIT_FAILED) -> None:
+    err.print(Text.assemble(("error:", "bold red"), " ", inert(message)), soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
+
+
+@contextmanager
+def _expected(db_path: Path | None = None):
+    """Expected failures as one line on stderr and an exit status: a WarehouseError (exit 2 for a path that
+    cannot be a warehouse, else 1), a report that cannot be made, a DuckDB error that says the warehouse file
+    is damaged. With VIGIL_DEBUG=1 the traceback is printed first."""
+    from vigil import warehouse
+
+    try:
+        yield
+        return
+    except warehouse.WarehouseError as exc:
+        problem, where = exc, traceback.format_exc()
+    except Exception as exc:
+        import duckdb
+
+        # vigil.report takes seconds to import: a ReportError can only come from it once it is imported.
+        report_error = getattr(sys.modules.get("vigil.report.data"), "ReportError", ())
+        if isinstance(exc, report_error):
+            problem = exc
+        elif not isinstance(exc, duckdb.Error) or (problem := warehouse.damage(exc, db_path)) is None:
+            raise
+        where = traceback.format_exc()
+    if _debug():
+        sys.stderr.write(where)
+    _forget_tracebacks(problem)
+    _fail(problem, EXIT_USAGE if isinstance(problem, warehouse.WarehousePathError) else EXIT_FAILED)
+
+
+def _forget_tracebacks(exc: BaseException | None) -> None:
+    """Drop the frames an expected failure keeps alive (Prefect keeps the error in the run's state): their
+    DuckDB connections would otherwise outlive the interpreter, and DuckDB's bindings report them as leaks
+    on stderr at exit, after the message."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+
+
+def _warehouse(db: Path | None) -> Path:
+    """The warehouse file every command uses: the real file behind --db / $VIGIL_DB / the default."""
+    from vigil import warehouse
+
+    with _expected():
+        return warehouse.resolve_db(db)
+
+
+def _quiet_prefect() -> None:
+    """Before a flow runs, unless VIGIL_DEBUG: no tracebacks from Prefect's temporary server (its services,
+    cancelled when it is stopped at exit while still recording task runs, log them: e.g. after an ingest
+    of 300 empty folders) and no "Still processing items" warnings of Prefect's client at exit. A server
+    you configured (PREFECT_API_URL) keeps its own logging; the flow and task logs are unchanged."""
+    if _debug():
+        return
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # read by the temporary server's process
+    for service in ("EventsWorker", "APILogWorker"):
+        logging.getLogger(service).setLevel(logging.ERROR)
 
 
 @contextmanager
@@ -37,15 +112,16 @@ def _progress():
 
     from vigil import progress
 
-    columns = (SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    # markup=False: the description names the delivery being loaded.
+    columns = (SpinnerColumn(), TextColumn("{task.description:<44}", markup=False), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bars:
         tasks: dict[str, int] = {}
 
         def draw(step: str, done: int, total: int, detail: str) -> None:
             if step not in tasks:
                 tasks[step] = bars.add_task(step, total=total)
-            bars.update(tasks[step], completed=done, total=total, description=f"{step}: {detail}"[:44])
+            bars.update(tasks[step], completed=done, total=total, description=inert(f"{step}: {detail}")[:44])
 
         with progress.listen(draw):
             yield
@@ -54,7 +130,7 @@ def _progress():
 def _require_folders(paths: list[Path]) -> None:
     missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
-        _fail(f"not a folder: {', '.join(missing)}", EXIT_USAGE)
+        _fail(f"not a folder: {', '.join(missing)}", EXIT_USAGE)  # _fail prints it inert
 
 
 @app.command()
@@ -73,12 +149,13 @@ def synth(
         _fail("--format must be csv or parquet", EXIT_USAGE)
     with console.status(f"writing {patients:,} patients over {sites} sites"):
         result = synthesize_study(out, patients=patients, sites=sites, seed=seed, faults=faults, fmt=fmt)
-    console.print(f"wrote {len(result.deliveries)} deliveries to {out}")
+    console.print(f"wrote {len(result.deliveries)} deliveries to {console_text(out)}")
     for folder in result.deliveries:
-        console.print(f"  {folder}")
+        console.print(Text(f"  {inert(folder)}"))
 
 
 def print_ingest_summary(outcomes) -> None:
+    """The deliveries' table and one line per quarantine or refusal; every delivered text inert (a Text)."""
     table = RichTable(title="Deliveries")
     for col in ("delivery", "status", "rows received", "loaded", "quarantined"):
         table.add_column(col, justify="left" if col in ("delivery", "status") else "right")
@@ -87,14 +164,18 @@ def print_ingest_summary(outcomes) -> None:
         counts = ["", "", ""]
         if o.tables:
             counts = [f"{sum(getattr(t, k) for t in o.tables.values()):,}" for k in ("received", "loaded", "quarantined")]
-        table.add_row(o.folder.name, f"[{style}]{o.status}[/]", *counts)
+        table.add_row(Text(inert(o.folder.name)), Text(inert(o.status), style=style), *counts)
     console.print(table)
     for o in outcomes:
         if o.status == "accepted" and o.quarantine_reasons:
             reasons = ", ".join(f"{reason} {n:,}" for reason, n in o.quarantine_reasons.items())
-            console.print(f"[bold]{o.folder.name}[/] quarantined rows by reason: {reasons}")
+            said = f" quarantined rows by reason: {reasons}"
         elif o.status != "accepted":
-            console.print(f"[bold]{o.folder.name}[/] {o.status}: {o.message}")
+            said = f" {o.status}: {o.message}"
+        else:
+            continue
+        # One line each, however long (soft_wrap: the terminal wraps it, the output holds one line).
+        console.print(Text.assemble((inert(o.folder.name), "bold"), inert(said)), soft_wrap=True)
 
 
 @app.command()
@@ -105,24 +186,25 @@ def ingest(
 ) -> None:
     """Check and load deliveries; refuse or quarantine what breaks the extract spec.
 
-    Exit status: 0 all accepted or already loaded, 3 some delivery refused, 2 usage error, 1 the warehouse
-    could not take a delivery (e.g. disk full; nothing of it kept) or another run is writing.
+    Exit status: 0 all accepted or already loaded, 3 some delivery refused, 2 usage error (a missing folder,
+    a bad --today, a warehouse path that is a folder), 1 the warehouse could not take a delivery (e.g. disk
+    full; nothing of it kept), is damaged, read-only or of another schema version, or another run is writing.
     """
-    from vigil.warehouse import WarehouseBusy, resolve_db, writer_lock
+    from vigil import warehouse
 
     _require_folders(paths)
     try:
         today_date = date.fromisoformat(today) if today else None
     except ValueError:
         _fail(f"--today {today!r} is not an ISO date", EXIT_USAGE)
-    from pipelines.ingest_flow import ingest_flow
+    db_path = _warehouse(db)
+    with _expected(db_path), warehouse.writer_lock(db_path):
+        warehouse.verify(db_path, write=True)  # a damaged or read-only warehouse: one line, before Prefect starts
+        _quiet_prefect()
+        from pipelines.ingest_flow import ingest_flow
 
-    db_path = resolve_db(db).resolve()
-    try:
-        with writer_lock(db_path), _progress():
+        with _progress():
             outcomes = ingest_flow([p.resolve() for p in paths], db_path, today_date)
-    except WarehouseBusy as exc:
-        _fail(str(exc))
     print_ingest_summary(outcomes)
     if not outcomes:
         err.print("no delivery folders found")
@@ -138,7 +220,8 @@ def print_run_summary(summary) -> None:
     table.add_column("step")
     table.add_column("patients", justify="right")
     for row in c["attrition"]:
-        table.add_row(f"{row['step']}. {row['description']}", f"{row['n_remaining']:,} (-{row['n_excluded']:,})")
+        table.add_row(Text(inert(f"{row['step']}. {row['description']}")),
+                      f"{row['n_remaining']:,} (-{row['n_excluded']:,})")
     console.print(table)
     ev = c["events"]
     console.print(f"cohort {c['cohort_size']:,} patients, {c['person_years']:,.0f} person-years; first serious "
@@ -146,27 +229,29 @@ def print_run_summary(summary) -> None:
                   f"opportunistic {ev['first_opportunistic']:,}; course_number disagreements "
                   f"{c['course_disagreements']:,}")
     if summary.snapshot:
-        console.print(f"read-only snapshot: {summary.snapshot}")
+        console.print(Text(f"read-only snapshot: {inert(summary.snapshot)}"))
 
 
 @app.command()
 def analyse(db: DbOption = None) -> None:
-    """Build the cohort, analysis datasets and results (a new run), then publish the read-only snapshot."""
+    """Build the cohort, analysis datasets and results (a new run), then publish the read-only snapshot.
+
+    Exit status: 0 done, 2 usage error (no warehouse yet, a warehouse path that is a folder), 1 the run failed
+    (nothing of it kept) or the warehouse is damaged, read-only, of another schema version or being written.
+    """
     from vigil import warehouse
     from vigil.run import analyse as run_analysis
     from vigil.run import publish_snapshot
 
-    db_path = warehouse.resolve_db(db)
+    db_path = _warehouse(db)
     if not db_path.exists():
         _fail(f"{db_path} does not exist: ingest deliveries first (vigil ingest)", EXIT_USAGE)
-    try:
-        with warehouse.writer_lock(db_path), console.status("building cohort and analyses"):
-            with warehouse.connect(db_path) as con:
-                warehouse.create_layout(con)
-                summary = run_analysis(con, {"db": str(db_path)})
-            summary.snapshot = publish_snapshot(db_path, summary.run_id)
-    except (warehouse.WarehouseBusy, warehouse.LoadFailed) as exc:
-        _fail(str(exc))
+    with _expected(db_path), warehouse.writer_lock(db_path), console.status("building cohort and analyses"):
+        warehouse.verify(db_path, write=True)
+        with warehouse.connect(db_path) as con:
+            warehouse.create_layout(con)
+            summary = run_analysis(con, {"db": str(db_path)})
+        summary.snapshot = publish_snapshot(db_path, summary.run_id)
     print_run_summary(summary)
 
 
@@ -175,11 +260,11 @@ OutOption = Annotated[Optional[Path], typer.Option(
 
 
 def print_report(result) -> None:
-    console.print(f"report of run {result.run_id}: {result.html}")
-    console.print(f"  PDF ({result.pages} pages): {result.pdf}")
-    console.print(f"  tables: {result.tables_dir} (CSV) and {result.xlsx}")
+    console.print(Text(f"report of run {result.run_id}: {inert(result.html)}"))
+    console.print(Text(f"  PDF ({result.pages} pages): {inert(result.pdf)}"))
+    console.print(Text(f"  tables: {inert(result.tables_dir)} (CSV) and {inert(result.xlsx)}"))
     for warning in result.warnings:
-        console.print(f"  [yellow]note:[/] {warning}")
+        console.print(Text.assemble("  ", ("note:", "yellow"), " ", inert(warning)))
 
 
 @app.command()
@@ -188,18 +273,20 @@ def report(
     out: OutOption = None,
     run_id: Annotated[Optional[int], typer.Option("--run", help="Run to report (default: the latest).")] = None,
 ) -> None:
-    """Render the incidence report of a run: report.html, report.pdf and tables/ (disclosure-controlled)."""
-    from vigil import warehouse
-    from vigil.report import ReportError, render_report
+    """Render the incidence report of a run: report.html, report.pdf and tables/ (disclosure-controlled).
 
-    db_path = warehouse.resolve_db(db)
+    Exit status: 0 done, 2 usage error (no warehouse yet, a warehouse path that is a folder), 1 no such run
+    or the warehouse is damaged, of another schema version or being written.
+    """
+    from vigil import warehouse
+    from vigil.report import render_report
+
+    db_path = _warehouse(db)
     if not db_path.exists():
         _fail(f"{db_path} does not exist: ingest and analyse first", EXIT_USAGE)
-    try:
-        with warehouse.writer_lock(db_path), console.status("rendering the report"):
-            result = render_report(db_path, out or warehouse.default_report_dir(db_path), run_id)
-    except (ReportError, warehouse.WarehouseBusy) as exc:
-        _fail(str(exc))
+    with _expected(db_path), warehouse.writer_lock(db_path), console.status("rendering the report"):
+        warehouse.verify(db_path)
+        result = render_report(db_path, out or warehouse.default_report_dir(db_path), run_id)
     print_report(result)
 
 
@@ -209,19 +296,22 @@ def run(
     db: DbOption = None,
     out: OutOption = None,
 ) -> None:
-    """The whole study pipeline as one Prefect flow: ingest, analyse, report, publish the snapshot."""
+    """The whole study pipeline as one Prefect flow: ingest, analyse, report, publish the snapshot.
+
+    Exit status: 0 done, 3 done and some delivery refused, 2 usage error (as for ingest), 1 a step failed
+    (said in one line) or the warehouse is damaged, read-only, of another schema version or being written.
+    """
     from vigil import warehouse
 
     _require_folders(paths)
-    from pipelines.study_flow import study_pipeline
-    from vigil.report import ReportError
+    db_path = _warehouse(db)
+    with _expected(db_path), warehouse.writer_lock(db_path):
+        warehouse.verify(db_path, write=True)  # a damaged or read-only warehouse: one line, before Prefect starts
+        _quiet_prefect()
+        from pipelines.study_flow import study_pipeline
 
-    db_path = warehouse.resolve_db(db).resolve()
-    try:
-        with warehouse.writer_lock(db_path), _progress():
+        with _progress():
             result = study_pipeline([p.resolve() for p in paths], db_path, out.resolve() if out else None)
-    except (warehouse.WarehouseBusy, warehouse.LoadFailed, ReportError) as exc:
-        _fail(str(exc))
     print_ingest_summary(result["deliveries"])
     print_run_summary(result["run"])
     print_report(result["report"])
@@ -249,8 +339,9 @@ def demo(
         # The demo's faults include a delivery that must be refused: that is the expected outcome.
         if exit_.exit_code not in (0, EXIT_REFUSED):
             raise
-    console.print(f"demo study in {out.resolve()}")
-    console.print(f"report: {(current_report(default_report_dir(db)) / 'report.html').resolve()}")
+    console.print(Text(f"demo study in {inert(out.resolve())}"))
+    html = (current_report(default_report_dir(db.resolve())) / "report.html").resolve()
+    console.print(Text(f"report: {inert(html)}"))
 
 
 @app.command("contract-docs")
@@ -260,7 +351,7 @@ def contract_docs(out: Path = Path("docs/extract-contract.md")) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(), encoding="utf-8")
-    console.print(f"wrote {out}")
+    console.print(Text(f"wrote {inert(out)}"))
 
 
 def main() -> None:
@@ -270,9 +361,11 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # a defect, not bad input (bad input is refused with its own message)
-        if os.environ.get("VIGIL_DEBUG"):
+        if _debug():
             raise
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}\n(set VIGIL_DEBUG=1 to see where it happened)")
+        err.print(Text.assemble(("error:", "bold red"), " ", inert(f"{type(exc).__name__}: {exc}")), soft_wrap=True)
+        err.print("(set VIGIL_DEBUG=1 to see where it happened)", markup=False, highlight=False)
+        _forget_tracebacks(exc)
         sys.exit(EXIT_FAILED)
 
 

@@ -84,6 +84,8 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
         con.execute("COMMIT")
     except duckdb.Error as exc:  # e.g. disk full: a named failure; the previous run's results stay
         warehouse.rollback(con)
+        if damage := warehouse.damage_on(con, exc):  # a block that cannot be read: the file, not the run
+            raise damage from exc
         raise warehouse.LoadFailed(f"run {run_id}: the analysis failed and was rolled back, no result of it was "
                                    f"kept ({warehouse.error_line(exc)})") from exc
     except BaseException:
@@ -96,8 +98,7 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     return RunSummary(run_id, cohort, analyses, steps)
 
 
-def snapshot_dir(db_path: Path) -> Path:
-    return db_path.parent / "snapshots"
+snapshot_dir = warehouse.snapshot_dir
 
 
 def current_snapshot(db_path: Path) -> Path:

@@ -76,7 +76,8 @@ def run_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict
             else:
                 con.execute(statement.query)
         except duckdb.Error as exc:
-            raise SqlFileError(f"{sql_file.path.relative_to(PROJECT_ROOT)}: {exc}") from exc
+            # A block of the warehouse that cannot be read is the file's damage, not the SQL file's fault.
+            raise _damage(con, exc) or SqlFileError(f"{sql_file.path.relative_to(PROJECT_ROOT)}: {exc}") from exc
 
 
 def run_layer(con: duckdb.DuckDBPyConnection, layer: str) -> list[str]:
@@ -86,6 +87,12 @@ def run_layer(con: duckdb.DuckDBPyConnection, layer: str) -> list[str]:
         run_file(con, file)
         built.append(file.qualified_name)
     return built
+
+
+def _damage(con: duckdb.DuckDBPyConnection, exc: duckdb.Error):
+    from vigil import warehouse  # it imports this module
+
+    return warehouse.damage_on(con, exc)
 
 
 def _strip_comments(text: str) -> str:
