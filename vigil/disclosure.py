@@ -23,8 +23,11 @@ Rules, as applied here
 - **Curves** are cut where the number at risk drops below 5 (`cut_curves`), and an estimate
   resting on 1-4 cumulative events is not shown (`suppress_small_cumulative`).
 - **Formula injection.** Text cells of CSV/XLSX exports that start with `=`, `+`, `-`, `@`, tab
-  or carriage return get a leading apostrophe (`neutralise_formula`); numbers such as `-0.12`
-  are not text and are left alone, so are labels such as `>=2` or `<5`.
+  or carriage return get a leading apostrophe (`neutralise_formula`), also after leading spaces
+  and for the full-width forms of those signs (defensive: a spreadsheet's import may trim spaces
+  or fold full-width characters); numbers such as `-0.12` are not text and are left alone, so are
+  labels such as `>=2` or `<5`. The workbook also stores every text cell as a string, never a
+  formula (vigil/report/render.py). Delivered text is made inert (vigil/inert.py) before this.
 
 Display markers: `<5` (a count of 1-4), `[c]` (suppressed by disclosure control: an estimate from
 a small cell, or a complementary suppression), `—` (not applicable / not estimable).
@@ -57,7 +60,7 @@ RULE_TEXT = (
     "— means not applicable or not estimable. The database keeps the exact values."
 )
 
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # and full-width =+-@
 _NUMBER = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?%?$")
 
 
@@ -358,7 +361,7 @@ def neutralise_formula(value):
     Only text: numbers (also as text, e.g. `-0.12`, `1,234`) and non-strings pass unchanged."""
     if not isinstance(value, str) or not value:
         return value
-    if value.startswith(FORMULA_TRIGGERS) and not looks_numeric(value):
+    if value.lstrip(" ").startswith(FORMULA_TRIGGERS) and not looks_numeric(value):
         return "'" + value
     return value
 

@@ -33,8 +33,16 @@ Facts of GX 1.24 (SQL engine) this relies on, read in the installed source:
   - ExpectColumnValuesToMatchRegex is `column ~ regex` (PostgreSQL's operator, RE2 in DuckDB): a
     search, hence the ^(?:REGEX)$ wrapping; RE2's `$` is the end of the text (a trailing newline
     does not match), like DuckDB's regexp_full_match in the SQL rules.
-  - Result format BASIC is the cheapest that reports unexpected_count; it keeps at most
-    `partial_unexpected_count` example values. COMPLETE/SUMMARY would collect more.
+  - Result format BASIC is the cheapest that reports unexpected_count (BOOLEAN_ONLY drops it);
+    it keeps at most `partial_unexpected_count` example values in `partial_unexpected_list`
+    (SUMMARY/COMPLETE collect more: value counts, index lists). vigil sets that count to 0: the
+    stored results, audit.validation_results and the Data Docs hold counts and percentages, never
+    a delivered value (docs/ingest.md, "Delivered text on rendered surfaces"). With 0, GX's
+    query for example values is `LIMIT 0` and the list is `[]`; `_delivered_values` checks every
+    result for anything else, in case a GX upgrade changes that.
+  - GX renders the run name (vigil's delivery label) into the Data Docs pages, their file paths
+    and the index page's JavaScript data without escaping it: the label must be a plain name
+    (`PLAIN_LABEL`), as every delivery folder name that the contract accepts is.
   - One ValidationDefinition per table (a table asset of the workspace), run on its own: a
     Checkpoint without actions adds nothing but a second freshness check. The delivery's Data
     Docs are built once (context.build_data_docs with the run's result and suite identifiers),
@@ -55,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from vigil.contract import Contract, Rule, load_contract
+from vigil.inert import inert
 from vigil.rules import raw_column, resolve_bound, year_column, year_columns
 
 if TYPE_CHECKING:  # importing GX takes ~4 s: only inside the functions that use it
@@ -70,8 +79,16 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 DATASOURCE_NAME = "vigil_workspace"  # GX's SQL data source on the validation workspace
 BATCH_DEFINITION_NAME = "whole_frame"
 DATA_DOCS_SITE = "local_site"
-PARTIAL_UNEXPECTED_COUNT = 20  # example values GX keeps per rule for Data Docs; counts are exact
+# Example values GX keeps per rule: none. Delivered values can be identifiers (a pseudonym, a name in
+# free text) and hostile markup; Data Docs are plain HTML files that render GX's samples unescaped.
+# Counts and percentages are exact without them.
+PARTIAL_UNEXPECTED_COUNT = 0
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT}
+# Keys of a GX expectation result that hold delivered values (samples, value counts, row indexes, rows).
+VALUE_KEYS = ("partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list",
+              "unexpected_list", "unexpected_index_list", "unexpected_rows")
+# A delivery label (GX's run name): a plain name, shown by GX unescaped and used in its file paths.
+PLAIN_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class GxValidationError(RuntimeError):
@@ -370,6 +387,10 @@ def _table_validation(contract: Contract, table_name: str, result) -> TableValid
     for r in result_dict["results"]:
         meta = r["expectation_config"].get("meta") or {}
         label = meta.get("rule_id") or meta.get("check")
+        values = _delivered_values(r.get("result") or {})
+        if values:
+            errors.append(f"{label}: GX kept delivered values ({', '.join(values)}), which vigil's result "
+                          "format excludes")
         exception = r.get("exception_info") or {}
         if exception.get("raised_exception"):
             errors.append(f"{label}: {exception.get('exception_message')}")
@@ -390,6 +411,12 @@ def _table_validation(contract: Contract, table_name: str, result) -> TableValid
         raise GxValidationError(f"{table_name}: GX results do not cover the rules {sorted(expected ^ set(counts))}")
     return TableValidation(table_name, suite_name(contract, table_name), bool(result_dict["success"]),
                            counts, checks, result_dict)
+
+
+def _delivered_values(result: dict) -> list[str]:
+    """The keys of one expectation result that hold delivered values (non-empty samples, counts of
+    values, indexes or rows): none with vigil's RESULT_FORMAT."""
+    return [key for key in VALUE_KEYS if result.get(key) not in (None, [], {}, "")]
 
 
 def validate_delivery(gx_dir: Path, delivery_label: str, frames: Mapping[str, "pa.Table | pd.DataFrame"],
@@ -427,8 +454,9 @@ def start_validation(gx_dir: Path, delivery_label: str, connection, catalog: str
     results keep the expectations as they were run.
     """
     contract = contract or load_contract()
-    if not delivery_label or "/" in delivery_label or os.sep in delivery_label:
-        raise ValueError(f"delivery label {delivery_label!r} must be a non-empty name without '/'")
+    if not isinstance(delivery_label, str) or not PLAIN_LABEL.fullmatch(delivery_label):
+        raise ValueError(f"delivery label {inert(repr(delivery_label))} must be a plain name: letters, digits, "
+                         "'.', '_', '-', starting with a letter or digit, at most 100 characters")
     return _validator.submit(_validate_workspace, gx_dir, delivery_label, connection, catalog, list(table_names),
                              data_cut, expected_rows or {}, contract)
 

@@ -26,6 +26,7 @@ plt.rcParams.update({
     "legend.fontsize": 7.5,
     "axes.spines.top": False,
     "axes.spines.right": False,
+    "text.parse_math": False,  # labels (strata, site ids) are text: a `$` in one is not mathtext
 })
 
 COLOURS = ["#1f4e79", "#c0504d", "#4f8f3a", "#8064a2", "#d58b00", "#2c9ca6", "#7f7f7f", "#a0522d", "#e377c2",

@@ -18,6 +18,7 @@ import duckdb
 import polars as pl
 
 from vigil.contract import PROJECT_ROOT, load_contract
+from vigil.inert import inert
 from vigil.warehouse import point_link
 from vigil.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, RULE_TEXT, SUPPRESSED, cut_curves, from_fifth_event, looks_numeric,
@@ -455,9 +456,11 @@ def _sheet_name(table_id: str, used: set[str]) -> str:
 
 
 def export_tables(tables: list[T.Table], tables_dir: Path, run_id: int) -> list[ExportedTable]:
-    """One CSV per table and one workbook with a sheet per table, the run id in every file name. Text cells
-    are neutralised against formula injection. The contents do not depend on when or as which run they
-    were made: a rerun on the same inputs writes byte-identical files."""
+    """One CSV per table and one workbook with a sheet per table, the run id in every file name. The cells
+    are the table's text as shown, inert (T.Table: one line, control characters as escapes); text cells
+    are neutralised against formula injection (`neutralise_formula`), and the workbook stores every text
+    cell as a string, never a formula. The contents do not depend on when or as which run they were made:
+    a rerun on the same inputs writes byte-identical files."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
 
@@ -471,31 +474,29 @@ def export_tables(tables: list[T.Table], tables_dir: Path, run_id: int) -> list[
         frame = table.frame
         with path.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow([neutralise_formula(c) for c in frame.columns])
+            writer.writerow([_csv_text(c) for c in frame.columns])
             for row in frame.iter_rows():
-                writer.writerow(["" if v is None else neutralise_formula(v) for v in row])
+                writer.writerow([_csv_text(v) for v in row])
         sheet = _sheet_name(table.id, used)
         ws = wb.create_sheet(sheet)
-        ws.append([table.title])
-        ws["A1"].font = Font(bold=True)
-        ws.append([neutralise_formula(c) for c in frame.columns])
-        for cell in ws[2]:
-            cell.font = Font(bold=True)
+        _text_cell(ws, 1, 1, table.title).font = Font(bold=True)
+        for c_i, name in enumerate(frame.columns, start=1):
+            _text_cell(ws, 2, c_i, name).font = Font(bold=True)
         value_cols = [c not in table.label_columns for c in frame.columns]
         for r_i, row in enumerate(frame.iter_rows(), start=3):
             for c_i, (is_value, v) in enumerate(zip(value_cols, row), start=1):
-                value = _xlsx_value(v) if is_value else ("" if v is None else neutralise_formula(v))
-                cell = ws.cell(row=r_i, column=c_i, value=value)
+                value = _xlsx_value(v) if is_value else v
                 if isinstance(value, (int, float)):
+                    cell = ws.cell(row=r_i, column=c_i, value=value)
                     cell.number_format = _number_format(v)
                     cell.alignment = Alignment(horizontal="right")
                 else:
-                    cell.data_type = "s"  # text, never a formula
+                    _text_cell(ws, r_i, c_i, value)
         for idx, name in enumerate(frame.columns, start=1):
             width = max([len(name)] + [len(v or "") for v in frame[name].to_list()][:500]) + 2
             ws.column_dimensions[ws.cell(row=2, column=idx).column_letter].width = min(max(width, 6), 70)
         for note_i, note in enumerate(table.notes):
-            ws.cell(row=frame.height + 4 + note_i, column=1, value=neutralise_formula(note))
+            _text_cell(ws, frame.height + 4 + note_i, 1, note)
         exported.append(ExportedTable(table.id, table.title, path, sheet, table.label_columns, table.count_columns))
     xlsx = tables_dir / f"run{run_id}_tables.xlsx"
     wb.properties.created = FIXED_TIMESTAMP
@@ -575,14 +576,31 @@ def recover_report_root(report_root: Path) -> None:
             os.replace(previous, final)
 
 
+def _csv_text(text) -> str:
+    """A CSV field: the inert text, neutralised against formula injection (docs/ingest.md, "Delivered
+    text on rendered surfaces")."""
+    return "" if text is None else neutralise_formula(inert(text))
+
+
+def _text_cell(ws, row: int, column: int, text):
+    """A workbook cell holding `text` as a string: inert (openpyxl refuses control characters; a
+    workbook is not where they should arrive anyway), neutralised against formula injection, and typed
+    as a string so that no reader, nor openpyxl itself, takes it for a formula."""
+    cell = ws.cell(row=row, column=column)
+    cell.value = "" if text is None else neutralise_formula(inert(text))
+    cell.data_type = "s"
+    return cell
+
+
 def _xlsx_value(text):
-    """A cell that reads as a plain number becomes a number (shown with the same decimals)."""
+    """A cell that reads as a plain number becomes a number (shown with the same decimals); other text
+    stays text (written by _text_cell)."""
     if text is None:
         return ""
     if looks_numeric(text) and not text.endswith("%"):
         number = float(text.replace(",", ""))
         return int(number) if re.fullmatch(r"[+-]?[\d,]+", text) else number
-    return neutralise_formula(text)
+    return text
 
 
 def _number_format(text: str) -> str:
@@ -599,8 +617,8 @@ def render_html(data: RunData, sections: list[Section], cover: dict, exported: l
     css = (TEMPLATE_DIR / "report.css").read_text(encoding="utf-8")
     csv_names = {e.id: e.csv.name for e in exported}
     run = data.run
-    cuts = sorted({str(d.get("data_cut")) for d in (run.get("deliveries") or [])})
-    sites = sorted({str(d.get("site_id")) for d in (run.get("deliveries") or [])})
+    cuts = sorted({inert(d.get("data_cut")) for d in (run.get("deliveries") or [])})
+    sites = sorted({inert(d.get("site_id")) for d in (run.get("deliveries") or [])})
     contract = cover["contract"]
     return env.get_template("report.html.j2").render(
         css=css, title=STUDY_TITLE, subtitle=STUDY_SUBTITLE, run=run, cover=cover, sections=sections,
@@ -632,8 +650,8 @@ def methods_context(data: RunData, contract) -> dict:
     days = sorted(data.cumulative_incidence["day"].unique().to_list())
     return {
         "attrition": data.attrition.sort("step").select("step", "description").rows(),
-        "levels": {k: v for k, v in data.levels.items() if k != "site"},
-        "sites": data.levels.get("site", []),
+        "levels": {k: [inert(level) for level in v] for k, v in data.levels.items() if k != "site"},
+        "sites": [inert(site) for site in data.levels.get("site", [])],
         "codelists": recorded or current,
         "codelists_changed": changed,
         "terms": data.opportunistic_terms,

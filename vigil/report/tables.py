@@ -1,11 +1,15 @@
 """The report's tables as shown: polars frames of text, after disclosure control.
 
 The same frame is rendered into the HTML/PDF and written to CSV and XLSX, so the exports are the
-tables exactly as shown (exports additionally neutralise spreadsheet formulas)."""
+tables exactly as shown (exports additionally neutralise spreadsheet formulas). Every text cell of a
+Table is inert (`vigil.inert.inert`: one line, control and formatting characters shown as escapes):
+some cells hold delivered text (folder names, refusal reasons, site ids), and a table does not know
+which. HTML escaping is the template's (Jinja autoescape), formulas the exports'."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,11 +19,18 @@ from vigil.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, cell_key, format_estimate, format_interval, format_p,
     is_small,
 )
+from vigil.inert import inert
 from vigil.report.data import METHODS, OUTCOMES, STRATIFIERS, TABLE1_CATEGORICAL, WINDOW_ORDER, RunData
 from vigil.report.protect import OVERALL, Protection, patients_key, table1_levels
 
 LEGEND = (f"{LESS_THAN_5}: a count of 1 to 4. {SUPPRESSED}: suppressed by disclosure control (SAP 5). "
           f"{NOT_APPLICABLE}: not applicable or not estimable.")
+
+
+# A label cell with an unbroken word longer than this (a hash aside) may wrap anywhere (CSS td.long): the
+# spec's file names and folder names are shorter; a delivered name can be 255 characters.
+LONG_WORD = 40
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -34,6 +45,9 @@ class Table:
     wide: bool = False  # printed on a landscape page
     header_groups: list[tuple[str, int]] = field(default_factory=list)  # (label, columns spanned) above the header
     short_names: dict[str, str] = field(default_factory=dict)  # column -> header under a header group
+
+    def __post_init__(self) -> None:
+        self.frame = inert_frame(self.frame)
 
     def header(self, column: str) -> str:
         return self.short_names.get(column, column)
@@ -56,10 +70,25 @@ class Table:
                 text = "" if value is None else value
                 if self.group_column and name == self.group_column and groups[-1]:
                     text = ""
-                cells.append((text, "label" if name in self.label_columns else "num"))
+                cls = "label" if name in self.label_columns else "num"
+                if cls == "label" and any(len(w) > LONG_WORD and not SHA256.fullmatch(w) for w in text.split()):
+                    cls += " long"  # e.g. a delivered folder name: wrapped anywhere, not off the page
+                cells.append((text, cls))
             groups[-1].append(cells)
             previous = key
         return groups
+
+
+def inert_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with every text cell inert (the frame itself when all are printable already)."""
+    changed = []
+    for name, dtype in frame.schema.items():
+        if dtype != pl.Utf8:
+            continue
+        values = frame[name].to_list()
+        if not all(v is None or v.isprintable() for v in values):
+            changed.append(pl.Series(name, [None if v is None else inert(v) for v in values], dtype=pl.Utf8))
+    return frame.with_columns(changed) if changed else frame
 
 
 def _text_frame(rows: list[dict], columns: list[str]) -> pl.DataFrame:
@@ -531,9 +560,15 @@ def deliveries_table(data: RunData) -> Table:
             reason = "analysed in this run"
         elif r["status_at_run"] == "superseded" and r["status"] != "superseded":
             reason = "not the site's current delivery at the time of the run"
-        folder = (r["folder"] or "").rstrip("/").split("/")[-1]
-        if folder and reason.startswith(r["folder"] or "\0"):
-            reason = folder + reason[len(r["folder"]):]
+        path = r["folder"] or ""
+        folder = path.rstrip("/").split("/")[-1]
+        # The reason starts with the folder's path (as stored: a refusal makes it one line and inert): shown
+        # from the folder's name on, the path being the landing area's.
+        reason = inert(reason)
+        for shown_path in (inert(path), inert(" ".join(path.splitlines()))):
+            if folder and path and reason.startswith(shown_path):
+                reason = inert(folder) + reason[len(shown_path):]
+                break
         rows.append({"Delivery": str(r["delivery_id"]), "Folder": folder, "Site": r["site_id"] or NOT_APPLICABLE,
                      "Data cut": str(r["data_cut"]) if r["data_cut"] else NOT_APPLICABLE,
                      "Status": r["status_at_run"], "Reason": reason,
