@@ -100,3 +100,24 @@ def many_rows(n: int, site: str = SITE, sex: str = "F") -> dict[str, list[dict]]
                                    "seriousness_criteria": "hospitalisation", "outcome": "recovered"})
         rows["follow_up"].append({"patient_id": pid, "followup_end_date": CUT, "end_reason": "data_cut"})
     return rows
+
+
+# Ingest one delivery in a child process; it prints its status, its message and its own peak memory in MB.
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) test process it was forked from.
+_INGEST_ONE = ("import re, sys; from pathlib import Path; from vigil import warehouse; "
+               "from vigil.ingest import ingest_delivery; db = Path(sys.argv[2]); con = warehouse.connect(db); "
+               "warehouse.create_layout(con); o = ingest_delivery(con, Path(sys.argv[1]), warehouse.gx_dir_for(db)); "
+               "print(o.status); print(o.message); "
+               "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)")
+
+
+def ingest_in_child(folder: Path, db: Path) -> tuple[str, str, int, str]:
+    """(status, message, peak MB, everything the child printed) of ingesting `folder` into `db` in a child."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _INGEST_ONE, str(folder), str(db)], capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in output, output
+    status, message, peak_mb = done.stdout.splitlines()[-3:]
+    return status, message, int(peak_mb), output

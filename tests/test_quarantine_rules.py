@@ -7,6 +7,13 @@ from helpers import CUT, P1, P2, valid_rows, write_delivery
 P3 = "DK01-00000000000000C3"
 
 
+@pytest.fixture(autouse=True)
+def quarantine_any_share(monkeypatch):
+    """These two-patient deliveries quarantine a large share of a table on purpose: the study's limit
+    on that share (tested in test_delivery_integrity.py) is lifted here."""
+    monkeypatch.setenv("VIGIL_MAX_QUARANTINE_SHARE", "1")
+
+
 def _set(table, index, **values):
     def edit(rows):
         rows[table][index].update(values)

@@ -9,7 +9,8 @@ from vigil import warehouse
 
 
 @pytest.fixture
-def loaded(tmp_path, ingest_folder, warehouse_con):
+def loaded(tmp_path, ingest_folder, warehouse_con, monkeypatch):
+    monkeypatch.setenv("VIGIL_MAX_QUARANTINE_SHARE", "1")  # the quarantined patient is one of two
     rows = valid_rows()
     rows["patients"][0]["sex"] = "X"  # one quarantined patient, so attrition step 1 excludes somebody
     ingest_folder(write_delivery(tmp_path / "in", rows))

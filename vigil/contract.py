@@ -8,6 +8,7 @@ and the contract documentation.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,7 @@ class Contract:
     reasons: dict
     context: dict
     tables: dict  # name -> Table, in the spec's order
+    acceptance: dict
     source: Path
 
     def sql_type(self, type_name: str) -> str:
@@ -100,6 +102,24 @@ class Contract:
 
     def type_pattern(self, type_name: str) -> str | None:
         return self.types[type_name].get("pattern")
+
+    def parquet_classes(self, type_name: str) -> tuple[str, ...]:
+        """Arrow type classes (string, integer, floating, decimal, date) a Parquet column may have."""
+        return tuple(self.types[type_name]["parquet"])
+
+    @property
+    def max_quarantine_share(self) -> float:
+        """The study's limit on the share of a table's rows a delivery may lose to quarantine."""
+        override = os.environ.get("VIGIL_MAX_QUARANTINE_SHARE")
+        if override:
+            try:
+                share = float(override)
+            except ValueError:
+                share = -1.0
+            if not 0 <= share <= 1:
+                raise ValueError(f"VIGIL_MAX_QUARANTINE_SHARE={override!r} is not a share between 0 and 1")
+            return share
+        return float(self.acceptance["max_quarantine_share"])
 
     @property
     def rules(self) -> list[Rule]:
@@ -159,6 +179,7 @@ def load_contract(path: Path = CONTRACT_PATH) -> Contract:
         reasons=doc["reasons"],
         context=doc["context"],
         tables=tables,
+        acceptance=doc["acceptance"],
         source=Path(path),
     )
     unknown = {r.reason for r in contract.rules} - set(contract.reasons)

@@ -16,13 +16,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dt_time
 from pathlib import Path
 
-from vigil.contract import Contract
+from vigil.contract import Column, Contract, Table
+from vigil.inert import inert
 
 HASH_CHUNK = 1 << 20
 SCAN_THREADS = 2
@@ -42,25 +46,21 @@ class Refusal(Exception):
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None,
                  column: str | None = None):
-        self.message, self.file, self.line, self.column = message, _printable(file), line, _printable(column)
+        self.message, self.line = message, line
+        self.file = None if file is None else inert(file)
+        self.column = None if column is None else inert(column)
         super().__init__(message)
 
     def describe(self, folder: Path) -> str:
-        where = [str(folder)]
+        where = [inert(folder)]
         if self.file:
             where.append(self.file)
-        if self.line is not None:
-            where.append(f"line {self.line}")
+        if self.line is not None:  # a Parquet file has rows, not lines
+            where.append(f"{'row' if (self.file or '').endswith('.parquet') else 'line'} {self.line}")
         if self.column:
             where.append(f"column {self.column}")
-        # One line per problem, whatever a parser's message holds.
-        return " ".join(f"{', '.join(where)}: {self.message}".splitlines())
-
-
-def _printable(name: str | None) -> str | None:
-    """A name from a hostile delivery as it can be shown and stored (no control characters, no
-    undecodable bytes, which the warehouse would reject as text)."""
-    return name if name is None or name.isprintable() else ascii(name)
+        # One line per problem: a parser's message is joined, delivered names show their escapes.
+        return f"{', '.join(where)}: " + inert(" ".join(self.message.splitlines()))
 
 
 @dataclass
@@ -102,25 +102,29 @@ class Delivery:
 
 
 def find_deliveries(paths: list[Path], contract: Contract) -> list[Path]:
-    """PATH is a delivery folder (it has a manifest or a delivery name) or a folder of them."""
+    """PATH is a delivery folder (it has a manifest or a delivery name) or a folder of them. A
+    sub-folder that is a symlink is kept as the link (not its target), so that it is refused."""
     found: list[Path] = []
     for path in paths:
         if (path / "manifest.json").exists() or contract.folder_pattern.match(path.name):
             found.append(path)
         else:
             found.extend(sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")))
-    return list(dict.fromkeys(p.resolve() for p in found))
+    return list(dict.fromkeys(Path(os.path.abspath(p)) for p in found))  # `..` folded, links kept
 
 
-def scan_file(path: Path, name: str, text: bool) -> tuple[str, int, bool]:
-    """sha256, number of LF bytes and whether the file ends in LF, read 1 MB at a time. A text (CSV)
+def scan_file(path: Path, name: str, text: bool, copy: Path | None = None) -> tuple[str, int, bool]:
+    """sha256, number of LF bytes and whether the file ends in LF, read 1 MB at a time; with `copy`,
+    each chunk hashed is also written there, so the copy holds exactly the bytes hashed. A text (CSV)
     file is refused at its first NUL byte or line longer than MAX_LINE_BYTES, without reading on:
     neither is text of the spec, and a 2 GB garbage file costs no more than its first bad megabyte."""
     digest, newlines, last = hashlib.sha256(), 0, b""
     run = 0  # bytes of the line still open at the end of the previous chunk
-    with path.open("rb") as handle:
+    with path.open("rb") as handle, (copy.open("xb") if copy else nullcontext()) as out:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
+            if out:
+                out.write(chunk)
             if text:
                 if (nul := chunk.find(b"\0")) >= 0:
                     raise Refusal("holds a NUL byte: binary data, not CSV text", name,
@@ -180,7 +184,7 @@ def _parse_manifest_dates(manifest: dict) -> tuple[date, datetime]:
     return data_cut, created_at
 
 
-def _check_identity(folder: Path, manifest: dict, contract: Contract, today: date) -> tuple[str, date, datetime]:
+def _check_identity(folder: Path, manifest: dict, contract: Contract, today: date | None) -> tuple[str, date, datetime]:
     if manifest["study_id"] != contract.study_id:
         raise Refusal(f"manifest is for study {manifest['study_id']!r}, not {contract.study_id}", "manifest.json")
     if str(manifest["spec_version"]) != contract.spec_version:
@@ -191,8 +195,17 @@ def _check_identity(folder: Path, manifest: dict, contract: Contract, today: dat
     expected_name = f"{site_id}_{data_cut.isoformat()}"
     if folder.name != expected_name or not contract.folder_pattern.match(folder.name):
         raise Refusal(f"folder name does not match the manifest (expected {expected_name!r})", "manifest.json")
-    if data_cut > today:
+    # `today` (a test's or --today's date) counts to its last moment; otherwise now.
+    now = (datetime.combine(today, dt_time.max, timezone.utc) if today else datetime.now(timezone.utc))
+    if data_cut > now.date():
         raise Refusal(f"data_cut {data_cut} is in the future", "manifest.json")
+    tolerance = timedelta(minutes=contract.acceptance["created_at_tolerance_minutes"])
+    if created_at > now + tolerance:
+        raise Refusal(f"created_at {created_at.isoformat()} is in the future: a delivery dated ahead would "
+                      "supersede every later correction of its site and cut", "manifest.json")
+    if created_at.date() < data_cut:
+        raise Refusal(f"created_at {created_at.isoformat()} is before data_cut {data_cut}: an extract cannot "
+                      "be made before its data cut", "manifest.json")
     return site_id, data_cut, created_at
 
 
@@ -268,16 +281,23 @@ def check_columns(found: list[str], expected: list[str], name: str, line: int | 
                       "(they may hold direct identifiers)", name, line, extra[0])
 
 
-def inspect_delivery(folder: Path, contract: Contract, today: date | None = None) -> Delivery:
-    """Check manifest, file list, headers and hashes. Raises Refusal; reads no data rows."""
+def inspect_delivery(folder: Path, contract: Contract, today: date | None = None,
+                     copy_to: Path | None = None) -> Delivery:
+    """Check manifest, file list, headers and hashes. Raises Refusal; reads no data rows.
+
+    With `copy_to` (an empty private folder), each file is copied there as it is hashed and the
+    Delivery's paths are the copies: what is loaded is exactly what was hashed, whatever happens to
+    the delivery folder afterwards (a file swapped or rewritten between the hash and the load)."""
     try:
-        return _inspect(folder, contract, today or date.today())
+        return _inspect(folder, contract, today, copy_to)
     except OSError as exc:  # unreadable, or gone while being read
         name = Path(exc.filename).name if exc.filename else None
         raise Refusal(f"cannot be read: {exc.strerror or exc}", name) from None
 
 
-def _inspect(folder: Path, contract: Contract, today: date) -> Delivery:
+def _inspect(folder: Path, contract: Contract, today: date | None, copy_to: Path | None) -> Delivery:
+    if folder.is_symlink():
+        raise Refusal("the delivery folder is a symlink: deliver the folder itself")
     manifest, manifest_sha = _read_manifest(folder, contract)
     site_id, data_cut, created_at = _check_identity(folder, manifest, contract, today)
     fmt, listed = _check_file_list(folder, manifest, contract)
@@ -285,34 +305,72 @@ def _inspect(folder: Path, contract: Contract, today: date) -> Delivery:
     for table in contract.tables.values():
         name = f"{table.name}.{fmt}"
         path, rows, expected_sha = _file_entry(folder, name, listed[name])
-        # Headers before hashes: a garbage file is refused without reading all of it.
-        columns = read_csv_header(path, name) if fmt == "csv" else parquet_columns(path, name)
-        check_columns(columns, table.column_names, name, 1 if fmt == "csv" else None)
-        entries.append((table.name, name, path, rows, expected_sha, columns))
+        # Headers (and Parquet metadata) before hashes: a garbage file is refused without reading all of it.
+        columns = check_header(path, name, table, fmt, rows, contract)
+        entries.append((table, name, path, rows, expected_sha, columns))
     # Two files at a time: sha256 releases the GIL, and one reader left a core idle (1.0 s of
     # 338 MB at 333k patients). Results are judged in file order, so the refusal is the same.
     with ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="scan") as pool:
-        scans = pool.map(lambda e: scan_file(e[2], e[1], fmt == "csv"), entries)
+        scans = pool.map(lambda e: scan_file(e[2], e[1], fmt == "csv", copy_to / e[1] if copy_to else None),
+                         entries)
         files: dict[str, DeliveryFile] = {}
         try:
-            for (table_name, name, path, rows, expected_sha, columns), scan in zip(entries, scans):
+            for (table, name, path, rows, expected_sha, columns), scan in zip(entries, scans):
                 actual_sha, newlines, final_newline = scan
                 if actual_sha != expected_sha:
                     raise Refusal(f"sha256 mismatch: manifest says {expected_sha}, file has {actual_sha}", name)
-                files[table_name] = DeliveryFile(name, path, actual_sha, rows, columns, newlines, final_newline)
+                if copy_to:  # the header read above may have been of other bytes than those hashed
+                    path = copy_to / name
+                    columns = check_header(path, name, table, fmt, rows, contract)
+                files[table.name] = DeliveryFile(name, path, actual_sha, rows, columns, newlines, final_newline)
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a refused delivery reads no further file
             raise
     return Delivery(folder, site_id, data_cut, created_at, fmt, manifest_sha, files)
 
 
-def parquet_columns(path: Path, name: str) -> list[str]:
+def check_header(path: Path, name: str, table: Table, fmt: str, rows: int, contract: Contract) -> list[str]:
+    """The file's column names, checked against the spec; for Parquet also each column's type and the
+    row count in the file's metadata (before any data is read: a small file may hold millions of rows)."""
+    if fmt == "csv":
+        columns = read_csv_header(path, name)
+        check_columns(columns, table.column_names, name, 1)
+        return columns
+    schema, metadata_rows = parquet_schema(path, name)
+    check_columns(schema.names, table.column_names, name, None)
+    for column in table.columns:
+        check_parquet_type(schema.field(column.name).type, contract.parquet_classes(column.type), name, column)
+    if metadata_rows != rows:
+        raise Refusal(f"row count mismatch: manifest says {rows}, the file's metadata says {metadata_rows}", name)
+    return list(schema.names)
+
+
+def parquet_schema(path: Path, name: str):
+    """The Arrow schema and row count of a Parquet file, from its footer only."""
     import pyarrow.parquet as pq
 
     try:
-        return list(pq.read_schema(path).names)
+        metadata = pq.read_metadata(path)
+        return metadata.schema.to_arrow_schema(), metadata.num_rows
     except Exception as exc:  # pyarrow raises several types for a broken file
         raise Refusal(f"cannot be read as Parquet: {exc}", name) from None
+
+
+def check_parquet_type(arrow_type, classes: tuple[str, ...], name: str, column: Column) -> None:
+    """A column's Arrow type must be scalar and of one of the contract's classes for its type (an
+    all-missing column, Arrow null, is of every class). Dictionary encoding is looked through."""
+    import pyarrow.types as pat
+
+    is_class = {"string": lambda t: pat.is_string(t) or pat.is_large_string(t) or pat.is_string_view(t),
+                "integer": pat.is_integer, "floating": pat.is_floating, "decimal": pat.is_decimal,
+                "date": pat.is_date}
+    value_type = arrow_type.value_type if pat.is_dictionary(arrow_type) else arrow_type
+    if pat.is_null(value_type) or any(is_class[c](value_type) for c in classes):
+        return
+    nested = pat.is_nested(value_type)
+    raise Refusal(f"column {column.name!r} is Parquet type {value_type}"
+                  + (", not a single value per cell" if nested else "")
+                  + f": the spec's {column.type} column takes {' or '.join(classes)} values", name, None, column.name)
 
 
 def csv_record_ends(path: Path) -> Iterator[tuple[int, bool]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from concurrent import futures
 from contextlib import suppress
@@ -24,7 +25,8 @@ from vigil.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_p
                             csv_row_lines, find_deliveries, inspect_delivery)
 from vigil import gx_validation
 from vigil.rules import frame_columns, typed_expression, violation_sql
-from vigil.warehouse import LoadFailed, error_line, rollback
+from vigil.inert import inert
+from vigil.warehouse import LoadFailed, damage_on, error_line, rollback
 from vigil.warehouse import checkpoint as checkpoint_warehouse
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,22 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
     rows = _q(con, f"SELECT count(*) FROM {_delivered(table.name)}").fetchone()[0]
     if rows != f.rows:
         raise Refusal(f"row count mismatch: manifest says {f.rows}, file has {rows}", f.name)
+    if delivery.fmt == "parquet":
+        _refuse_non_text(con, delivery, table)
+
+
+def _refuse_non_text(con, delivery: Delivery, table: Table) -> None:
+    """The CSV text rules for Parquet values (the CSV scan enforces them on the bytes, vigil.delivery):
+    no NUL character, no value longer than a CSV line may be."""
+    checks = " OR ".join(f'contains("{c}", chr(0)) OR strlen("{c}") > {MAX_LINE_BYTES}' for c in table.column_names)
+    row = _q(con, f"SELECT * FROM {_delivered(table.name)} WHERE {checks} ORDER BY _row LIMIT 1").fetchone()
+    if row:
+        values = dict(zip(["_row", *table.column_names], row))
+        column = next(c for c in table.column_names if values[c] is not None
+                      and ("\0" in values[c] or len(values[c].encode()) > MAX_LINE_BYTES))
+        problem = "holds a NUL character: binary data, not text" if "\0" in values[column] else \
+            f"holds a value longer than {MAX_LINE_BYTES} bytes"
+        raise Refusal(problem, delivery.files[table.name].name, values["_row"], column)
 
 
 def _parse_refusal(exc: duckdb.Error, delivery: Delivery, table: Table) -> Refusal:
@@ -249,9 +267,38 @@ def _reason_sql(contract: Contract) -> tuple[str, str]:
 
 
 def already_loaded(con, delivery: Delivery) -> int | None:
-    row = _q(con, "SELECT delivery_id FROM audit.delivery_receipts WHERE fingerprint = $fp "
+    """The accepted delivery with this content, if any. A refused one is judged again: a limit of the
+    study's (VIGIL_MAX_QUARANTINE_SHARE) may have changed since."""
+    row = _q(con, "SELECT delivery_id FROM audit.delivery_receipts WHERE fingerprint = $fp AND status = 'accepted' "
                   "ORDER BY delivery_id LIMIT 1", {"fp": delivery.fingerprint}).fetchone()
     return row[0] if row else None
+
+
+def _refuse_same_moment(con, delivery: Delivery) -> None:
+    """Two deliveries of one site and cut with the same created_at but other content: which one is
+    the correction cannot be told (DTS section 1 orders by created_at), so the later arrival is refused
+    rather than silently winning."""
+    row = _q(con, """SELECT delivery_id FROM audit.delivery_receipts WHERE status = 'accepted' AND site_id = $site
+                     AND data_cut = $cut AND created_at = $created AND fingerprint <> $fp ORDER BY delivery_id LIMIT 1""",
+             {"site": delivery.site_id, "cut": delivery.data_cut, "created": delivery.created_at,
+              "fp": delivery.fingerprint}).fetchone()
+    if row:
+        raise Refusal(f"delivery {row[0]} of site {delivery.site_id}, cut {delivery.data_cut} has the same created_at "
+                      f"({delivery.created_at.isoformat()}) and other content: a correction needs a later created_at",
+                      "manifest.json")
+
+
+def _refuse_mostly_quarantined(con, delivery: Delivery, contract: Contract) -> None:
+    """A delivery that would lose more than the study's share of a table's rows to quarantine is refused:
+    accepted, it would replace the site's current data with little of it (contract `acceptance`)."""
+    limit = contract.max_quarantine_share
+    for table in contract.tables.values():
+        received = delivery.files[table.name].rows
+        quarantined = _q(con, f"SELECT count(*) FROM {SCRATCH}.quarantined_{table.name}").fetchone()[0]
+        if received and quarantined / received > limit:
+            raise Refusal(f"{quarantined} of {received} rows ({quarantined / received:.0%}) would be quarantined, "
+                          f"more than the study accepts ({limit:.0%}, VIGIL_MAX_QUARANTINE_SHARE); nothing loaded",
+                          delivery.files[table.name].name)
 
 
 def _insert_receipt(con, delivery: Delivery | None, folder: Path, status: str, reason: str | None,
@@ -383,6 +430,7 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
             gx_dir, delivery.label, con, SCRATCH, list(contract.tables), delivery.data_cut,
             {t: f.rows for t, f in delivery.files.items()}, contract)
         _cascade(con, contract)
+        _refuse_mostly_quarantined(con, delivery, contract)
         line_exprs = {t.name: _line_numbers(con, delivery, t) for t in contract.tables.values()}
         lap("cascade")
         con.execute("BEGIN")
@@ -409,8 +457,9 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         lap("commit")
     except (duckdb.Error, OSError) as exc:  # e.g. disk full: a named failure, nothing of the delivery kept
         rollback(con)
-        raise LoadFailed(f"{delivery.folder}: the load failed and was rolled back, nothing of it was kept "
-                         f"({error_line(exc)})") from exc
+        cause = damage_on(con, exc) or error_line(exc)  # a damaged warehouse is named as such
+        raise LoadFailed(f"{inert(delivery.folder)}: the load failed and was rolled back, nothing of it was kept "
+                         f"({cause})") from exc
     except BaseException:
         rollback(con)
         raise
@@ -423,7 +472,7 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
     stuck = _q(con, "SELECT count(*) FROM audit.delivery_receipts WHERE delivery_id = $id",
                {"id": outcome.delivery_id}).fetchone()[0]
     if stuck != 1:
-        raise LoadFailed(f"{delivery.folder}: the warehouse did not keep the load (commit lost)")
+        raise LoadFailed(f"{inert(delivery.folder)}: the warehouse did not keep the load (commit lost)")
     return outcome
 
 
@@ -433,13 +482,18 @@ def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, 
     fails for the warehouse's sake (disk full, a lost commit) is status 'failed': nothing of it kept."""
     contract = contract or load_contract()
     delivery = None
+    # The files are loaded from private copies made while they are hashed (vigil.delivery.inspect_delivery),
+    # beside the warehouse, where the space for a load is planned; removed after the load.
+    gx_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
-        delivery = inspect_delivery(folder, contract, today)
-        existing = already_loaded(con, delivery)
-        if existing is not None:
-            return LoadOutcome(folder, "already_loaded", delivery.site_id, delivery.data_cut, existing,
-                               f"identical to delivery {existing}; nothing changed")
-        return load_delivery(con, delivery, gx_dir, contract)
+        with tempfile.TemporaryDirectory(prefix=".incoming-", dir=gx_dir.parent) as copies:
+            delivery = inspect_delivery(folder, contract, today, Path(copies))
+            existing = already_loaded(con, delivery)
+            if existing is not None:
+                return LoadOutcome(folder, "already_loaded", delivery.site_id, delivery.data_cut, existing,
+                                   f"identical to delivery {existing}; nothing changed")
+            _refuse_same_moment(con, delivery)
+            return load_delivery(con, delivery, gx_dir, contract)
     except LoadFailed as failure:
         return LoadOutcome(folder, "failed", delivery.site_id, delivery.data_cut, None, str(failure))
     except Refusal as refusal:
@@ -467,7 +521,7 @@ def ingest_all(con: duckdb.DuckDBPyConnection, paths: list[Path], gx_dir: Path,
                 for folder in delivery_order(find_deliveries(paths, load_contract()))]
     problem = checkpoint(con, outcomes)
     if problem:
-        log.warning(problem)
+        log.warning("%s", problem)
     return outcomes
 
 
