@@ -15,7 +15,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: install demo test reference benchmark clean
+.PHONY: install demo test reference benchmark fuzz clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -40,6 +40,11 @@ reference: install
 
 benchmark: install
 	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3
+
+# Hostile deliveries for a set time (not a test): make fuzz FUZZ_MINUTES=20
+FUZZ_MINUTES ?= 20
+fuzz: install
+	$(VENV)/bin/python tests/fuzz/fuzz_deliveries.py --minutes $(FUZZ_MINUTES)
 
 clean:
 	rm -rf .venv .tools warehouse demo-study
