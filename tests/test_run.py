@@ -69,7 +69,7 @@ def test_only_the_last_snapshots_are_kept(loaded):
     con.close()
     for run_id in range(1, run_module.SNAPSHOTS_KEPT + 3):
         run_module.publish_snapshot(db, run_id)
-    kept = sorted(p.name for p in run_module.snapshot_dir(db).glob("vigil-run-*.duckdb"))
+    kept = sorted(p.name for p in warehouse.snapshot_dir(db).glob("vigil-run-*.duckdb"))
     assert len(kept) == run_module.SNAPSHOTS_KEPT and kept[-1] == f"vigil-run-{run_module.SNAPSHOTS_KEPT + 2:06d}.duckdb"
 
 

@@ -102,15 +102,19 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
 def _refuse_non_text(con, delivery: Delivery, table: Table) -> None:
     """The CSV text rules for Parquet values (the CSV scan enforces them on the bytes, vigil.delivery):
     no NUL character, no value longer than a CSV line may be."""
-    checks = " OR ".join(f'contains("{c}", chr(0)) OR strlen("{c}") > {MAX_LINE_BYTES}' for c in table.column_names)
-    row = _q(con, f"SELECT * FROM {_delivered(table.name)} WHERE {checks} ORDER BY _row LIMIT 1").fetchone()
+    def first_column(condition: str) -> str:  # the first column whose value meets the condition, or NULL
+        quoted = {c: f'"{c}"' for c in table.column_names}
+        cases = [f"CASE WHEN {condition.format(c=quoted[c])} THEN {sql_literal(c)} END" for c in table.column_names]
+        return f"coalesce({', '.join(cases)})"
+
+    row = _q(con, f"""SELECT * FROM (SELECT _row, {first_column("contains({c}, chr(0))")} AS nul,
+                                            {first_column(f"strlen({{c}}) > {MAX_LINE_BYTES}")} AS long
+                                     FROM {_delivered(table.name)})
+                      WHERE nul IS NOT NULL OR long IS NOT NULL ORDER BY _row LIMIT 1""").fetchone()
     if row:
-        values = dict(zip(["_row", *table.column_names], row))
-        column = next(c for c in table.column_names if values[c] is not None
-                      and ("\0" in values[c] or len(values[c].encode()) > MAX_LINE_BYTES))
-        problem = "holds a NUL character: binary data, not text" if "\0" in values[column] else \
-            f"holds a value longer than {MAX_LINE_BYTES} bytes"
-        raise Refusal(problem, delivery.files[table.name].name, values["_row"], column)
+        problem = ("holds a NUL character: binary data, not text" if row[1] else
+                   f"holds a value longer than {MAX_LINE_BYTES} bytes")
+        raise Refusal(problem, delivery.files[table.name].name, row[0], row[1] or row[2])
 
 
 def _parse_refusal(exc: duckdb.Error, delivery: Delivery, table: Table) -> Refusal:

@@ -98,12 +98,9 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     return RunSummary(run_id, cohort, analyses, steps)
 
 
-snapshot_dir = warehouse.snapshot_dir
-
-
 def current_snapshot(db_path: Path) -> Path:
     """The stable path statisticians open: a symlink to the newest published snapshot."""
-    return snapshot_dir(db_path) / "current.duckdb"
+    return warehouse.snapshot_dir(db_path) / "current.duckdb"
 
 
 # How an analyst opens a snapshot: it cannot write, read or write other files (COPY, read_csv,
@@ -125,7 +122,7 @@ def publish_snapshot(db_path: Path, run_id: int) -> Path:
     wal = db_path.with_name(db_path.name + ".wal")
     if wal.exists() and wal.stat().st_size > 0:
         raise warehouse.LoadFailed(f"{db_path}: the write-ahead log is not empty; checkpoint before publishing")
-    target_dir = snapshot_dir(db_path)
+    target_dir = warehouse.snapshot_dir(db_path)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"vigil-run-{run_id:06d}.duckdb"
     partial = target.with_suffix(".partial")
