@@ -100,7 +100,10 @@ def _quiet_prefect() -> None:
     you configured (PREFECT_API_URL) keeps its own logging; the flow and task logs are unchanged."""
     if _debug():
         return
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # read by the temporary server's process
+    # Read by the temporary server's process: its own loggers, and the root logger, through which
+    # libraries of its own (SQLAlchemy's pool: "Exception during reset", a CancelledError at shutdown) log.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", "CRITICAL")
     for service in ("EventsWorker", "APILogWorker"):
         logging.getLogger(service).setLevel(logging.ERROR)
 
