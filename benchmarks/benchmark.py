@@ -42,7 +42,7 @@ def stage_synth(out: Path, patients: int) -> dict:
 
 def stage_ingest(landing: Path, db: Path) -> dict:
     from vigil import warehouse
-    from vigil.ingest import ingest_all
+    from vigil.ingest.load import ingest_all
 
     con = warehouse.connect(db)
     warehouse.create_layout(con)
@@ -57,7 +57,7 @@ def stage_ingest(landing: Path, db: Path) -> dict:
 def stage_analyse(db: Path) -> dict:
     """Cohort, analysis datasets and every results table as one run (vigil analyse without the snapshot)."""
     from vigil import warehouse
-    from vigil.run import analyse
+    from vigil.analysis.runs import analyse
 
     con = warehouse.connect(db)
     summary = analyse(con, {"benchmark": True})
@@ -107,9 +107,10 @@ def stage_plain(landing: Path, db: Path) -> dict:
     publish_snapshot (the report into report/ beside the warehouse, as the flow does)."""
     started = time.perf_counter()
     from vigil import warehouse
-    from vigil.ingest import ingest_all
+    from vigil.ingest.load import ingest_all
     from vigil.report import render_report
-    from vigil.run import analyse, publish_snapshot
+    from vigil.analysis.runs import analyse
+    from vigil.warehouse.snapshots import publish_snapshot
 
     imported = time.perf_counter()
     steps = {}

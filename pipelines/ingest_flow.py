@@ -23,9 +23,9 @@ from prefect.states import Failed
 
 from vigil import progress, warehouse
 from vigil.contract import load_contract
-from vigil.delivery import find_deliveries
+from vigil.ingest.delivery import find_deliveries
 from vigil.inert import inert
-from vigil.ingest import LoadOutcome, checkpoint, delivery_order, ingest_delivery
+from vigil.ingest.load import LoadOutcome, checkpoint, delivery_order, ingest_delivery
 
 # Failures that are answers, said in one line, not defects: no traceback in the logs (the study flow adds
 # ReportError).

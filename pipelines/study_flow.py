@@ -14,7 +14,8 @@ from pipelines.ingest_flow import EXPECTED, expected_failures, ingest_flow, say
 from vigil import progress, warehouse
 from vigil.inert import inert
 from vigil.report import ReportError, ReportResult, render_report
-from vigil.run import RunSummary, analyse, publish_snapshot
+from vigil.analysis.runs import RunSummary, analyse
+from vigil.warehouse.snapshots import publish_snapshot
 
 if ReportError not in EXPECTED:
     EXPECTED.append(ReportError)

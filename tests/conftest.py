@@ -38,7 +38,7 @@ def warehouse_con(tmp_path):
 def ingest_folder(tmp_path, warehouse_con):
     """Ingest one delivery folder into the test warehouse (plain function, no Prefect)."""
     from vigil import warehouse
-    from vigil.ingest import ingest_delivery
+    from vigil.ingest.load import ingest_delivery
 
     def run(folder: Path):
         return ingest_delivery(warehouse_con, folder, warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"))

@@ -105,7 +105,7 @@ def many_rows(n: int, site: str = SITE, sex: str = "F") -> dict[str, list[dict]]
 # Ingest one delivery in a child process; it prints its status, its message and its own peak memory in MB.
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) test process it was forked from.
 _INGEST_ONE = ("import re, sys; from pathlib import Path; from vigil import warehouse; "
-               "from vigil.ingest import ingest_delivery; db = Path(sys.argv[2]); con = warehouse.connect(db); "
+               "from vigil.ingest.load import ingest_delivery; db = Path(sys.argv[2]); con = warehouse.connect(db); "
                "warehouse.create_layout(con); o = ingest_delivery(con, Path(sys.argv[1]), warehouse.gx_dir_for(db)); "
                "print(o.status); print(o.message); "
                "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)")

@@ -10,7 +10,7 @@ import pytest
 from analysis_data import SAP_LEVELS, load_analysis
 from test_cohort import Study, course
 
-from vigil.analysis import (DAYS, FIRST_EVENT_OUTCOMES, INCIDENCE_OUTCOMES, MULTIVARIABLE, RESULT_TABLES,
+from vigil.analysis.sap import (DAYS, FIRST_EVENT_OUTCOMES, INCIDENCE_OUTCOMES, MULTIVARIABLE, RESULT_TABLES,
                             STRATIFIERS, run_analyses)
 
 

@@ -21,8 +21,8 @@ import polars as pl
 import pytest
 from analysis_data import load_analysis, read_expected
 
-from vigil import survival as sv
-from vigil.analysis import run_analyses
+from vigil.stats import survival as sv
+from vigil.analysis.sap import run_analyses
 
 DATASETS = ("ordinary", "few_events")
 ABS = 1e-6

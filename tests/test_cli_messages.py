@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from vigil import cli, progress, warehouse
 from vigil.cli import app
 from vigil.inert import inert
-from vigil.ingest import LoadOutcome, TableCounts
+from vigil.ingest.load import LoadOutcome, TableCounts
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

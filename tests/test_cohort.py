@@ -14,8 +14,9 @@ import duckdb
 import pytest
 
 from vigil.cohort import build_cohort
-from vigil.contract import PROJECT_ROOT, ddl_for_layer, load_contract
-from vigil.sqlfiles import run_layer
+from vigil.contract import ddl_for_layer, load_contract
+from vigil.resources import SQL_DIR
+from vigil.warehouse.sqlfiles import build_layer
 
 CUT = "2026-06-30"
 INDEX = "2020-01-06"
@@ -37,7 +38,7 @@ class Study:
         self.con = duckdb.connect()
         for statement in ddl_for_layer(load_contract(), "staging"):
             self.con.execute(statement)
-        run_layer(self.con, "audit")
+        build_layer(self.con, "audit")
         self._line = 1
         self._events = 0
 
@@ -379,8 +380,8 @@ def test_every_relation_and_every_column_has_a_comment(study):
 
 
 @pytest.mark.parametrize("path", sorted(
-    [p for layer in ("cohort", "analysis") for p in (PROJECT_ROOT / "sql" / layer).glob("*.sql")]
-    + [PROJECT_ROOT / "sql" / "results" / "attrition.sql"]), ids=lambda p: f"{p.parent.name}/{p.name}")
+    [p for layer in ("cohort", "analysis") for p in (SQL_DIR / layer).glob("*.sql")]
+    + [SQL_DIR / "results" / "attrition.sql"]), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_each_sql_file_has_a_header_naming_its_relation_grain_and_sap_section(path):
     text = path.read_text(encoding="utf-8")
     header = text.split("CREATE", 1)[0]

@@ -8,7 +8,7 @@ import shutil
 import duckdb
 import pytest
 
-from vigil.codelists import CODELIST_DIR, CODELISTS, CodeListError, codelist_versions, load_codelists, read_codelist
+from vigil.cohort.codelists import CODELIST_DIR, CODELISTS, CodeListError, codelist_versions, load_codelists, read_codelist
 from vigil.contract import load_contract
 
 SAP_TERMS = """Cytomegalovirus infection, Cytomegalovirus viraemia, Cytomegalovirus colitis,

@@ -5,7 +5,7 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import ddl_for_layer, load_contract
-from vigil.contract_docs import render
+from vigil.contract.docs import render
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import many_rows, write_delivery
 
 ROOT = Path(__file__).resolve().parent.parent
-INGEST = "import sys; from pathlib import Path; from vigil import warehouse; from vigil.ingest import ingest_delivery; " \
+INGEST = "import sys; from pathlib import Path; from vigil import warehouse; from vigil.ingest.load import ingest_delivery; " \
          "db = Path(sys.argv[1]); con = warehouse.connect(db); warehouse.create_layout(con); " \
          "print(ingest_delivery(con, Path(sys.argv[2]), warehouse.gx_dir_for(db)).status)"
 

@@ -14,7 +14,7 @@ import pytest
 from helpers import P1, ingest_in_child, rehash, valid_rows, write_delivery
 
 from vigil import warehouse
-from vigil.ingest import ingest_delivery
+from vigil.ingest.load import ingest_delivery
 
 pytestmark = pytest.mark.faults
 
@@ -104,7 +104,7 @@ def test_parquet_row_count_is_checked_in_the_metadata_before_any_data_is_read(tm
     def no_reading(*args, **kwargs):
         raise AssertionError("data read before the metadata check")
 
-    monkeypatch.setattr("vigil.ingest.load_delivery", no_reading)
+    monkeypatch.setattr("vigil.ingest.load.load_delivery", no_reading)
     outcome = ingest_folder(folder)
     assert outcome.status == "refused"
     assert outcome.message.endswith("edss_assessments.parquet: row count mismatch: manifest says 1, "
@@ -130,12 +130,12 @@ def test_a_tiny_parquet_file_claiming_millions_of_rows_is_refused_in_little_memo
 
 def test_what_is_loaded_is_what_was_hashed_when_a_file_is_swapped_after_the_hash(tmp_path, ingest_folder,
                                                                                 warehouse_con, monkeypatch):
-    import vigil.ingest
+    import vigil.ingest.load
 
     folder = write_delivery(tmp_path / "in")
     swapped = write_delivery(tmp_path / "other", valid_rows() | {"patients": [
         dict(r, sex="U", birth_year="1950") for r in valid_rows()["patients"]]})
-    real_inspect = vigil.ingest.inspect_delivery
+    real_inspect = vigil.ingest.load.inspect_delivery
 
     def inspect_then_swap(*args, **kwargs):
         delivery = real_inspect(*args, **kwargs)
@@ -144,7 +144,7 @@ def test_what_is_loaded_is_what_was_hashed_when_a_file_is_swapped_after_the_hash
         (folder / "follow_up.csv").write_text("patient_id,followup_end_date,end_reason,death_date\n")
         return delivery
 
-    monkeypatch.setattr(vigil.ingest, "inspect_delivery", inspect_then_swap)
+    monkeypatch.setattr(vigil.ingest.load, "inspect_delivery", inspect_then_swap)
     outcome = ingest_folder(folder)
     assert outcome.status == "accepted", outcome.message
     assert warehouse_con.execute("SELECT sex, birth_year FROM raw.patients ORDER BY 1").fetchall() == [
@@ -208,7 +208,7 @@ def test_a_delivery_losing_most_of_a_table_to_quarantine_is_refused_with_the_sha
 
 
 def test_a_symlinked_delivery_folder_is_refused_and_recorded(tmp_path, warehouse_con):
-    from vigil.ingest import ingest_all
+    from vigil.ingest.load import ingest_all
 
     real = write_delivery(tmp_path / "elsewhere")
     landing = tmp_path / "landing"

@@ -1,4 +1,4 @@
-"""Disclosure control (SAP section 5): vigil.disclosure and the report's tables built on it.
+"""Disclosure control (SAP section 5): vigil.report.disclosure and the report's tables built on it.
 
 The property tests generate many small random studies (a few dozen patients, so that most cells are
 1-4), push them through the report's disclosure plan and table builders, and check what would be
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigil.disclosure import (
+from vigil.report.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, cut_curves, format_count, format_estimate, from_fifth_event, is_small,
     neutralise_formula, neutralise_frame, pinned_cells, protect_relations, recoverable_by_subtraction,
     shown_small_counts, suppress_small_cumulative,

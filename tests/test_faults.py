@@ -19,9 +19,10 @@ import pytest
 from helpers import many_rows, write_delivery
 
 from vigil import warehouse
-from vigil.ingest import ingest_delivery
+from vigil.ingest.load import ingest_delivery
 from vigil.report.render import current_report
-from vigil.run import analyse, current_snapshot, open_snapshot, publish_snapshot
+from vigil.analysis.runs import analyse
+from vigil.warehouse.snapshots import current_snapshot, open_snapshot, publish_snapshot
 
 pytestmark = pytest.mark.faults
 
@@ -153,7 +154,7 @@ def test_kill_9_during_report_keeps_a_complete_report_folder(wh):
     assert not list(report_dir.glob("*.partial")) and not list(report_dir.glob("*.previous"))
 
 
-PUBLISH = ("import sys; from pathlib import Path; from vigil.run import publish_snapshot; "
+PUBLISH = ("import sys; from pathlib import Path; from vigil.warehouse.snapshots import publish_snapshot; "
            "publish_snapshot(Path(sys.argv[1]), int(sys.argv[2]))")
 
 
@@ -201,7 +202,7 @@ class _LosesAnError:
 
 
 def test_a_statement_failing_inside_the_load_is_reported_and_nothing_is_kept(tmp_path, monkeypatch):
-    import vigil.ingest as ingest_module
+    import vigil.ingest.load as ingest_module
 
     db = tmp_path / "wh" / "vigil.duckdb"
     con = warehouse.connect(db)
@@ -236,7 +237,7 @@ def test_a_statement_failing_inside_the_load_is_reported_and_nothing_is_kept(tmp
 # with EFBIG ("File too large"), as a full disk fails with ENOSPC, without needing privileges to mount.
 CAPPED_INGEST = ("import resource, sys; from pathlib import Path; "
                  "cap = int(sys.argv[3]); resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap)); "
-                 "from vigil import warehouse; from vigil.ingest import ingest_delivery; "
+                 "from vigil import warehouse; from vigil.ingest.load import ingest_delivery; "
                  "db = Path(sys.argv[1]); con = warehouse.connect(db); "
                  "o = ingest_delivery(con, Path(sys.argv[2]), warehouse.gx_dir_for(db)); print(o.status); "
                  "print(o.message)")

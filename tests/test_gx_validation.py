@@ -1,8 +1,8 @@
-"""vigil.gx_validation: the contract's rules as GX expectations, reconciled with the SQL rules.
+"""vigil.ingest.validation: the contract's rules as GX expectations, reconciled with the SQL rules.
 
 Validation frames are built the way the ingest builds them: raw text rows into DuckDB, typed
-with vigil.rules.typed_expression, handed over as Arrow (`con.sql(sql).to_arrow_table()`); the SQL
-side counts violations with vigil.rules.violation_sql over the same frame.
+with vigil.ingest.rules.typed_expression, handed over as Arrow (`con.sql(sql).to_arrow_table()`); the SQL
+side counts violations with vigil.ingest.rules.violation_sql over the same frame.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from datetime import date
 import duckdb
 import pytest
 
-from vigil import gx_validation as gv
+from vigil.ingest import validation as gx_validation as gv
 from vigil.contract import load_contract
-from vigil.rules import frame_columns, typed_expression, violation_sql
+from vigil.ingest.rules import frame_columns, typed_expression, violation_sql
 
 CONTRACT = load_contract()
 DATA_CUT = date(2026, 6, 30)
@@ -350,7 +350,7 @@ def test_extreme_values_count_like_the_sql(tmp_path):
 
 
 def test_the_workspace_is_empty_after_a_validation(tmp_path):
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     frames, _ = frames_of({"patients": CLEAN_ROWS["patients"]})
     gv.validate_delivery(tmp_path / "gx", LABEL, frames, DATA_CUT, {"patients": 2})
@@ -384,12 +384,12 @@ def test_importing_the_module_does_not_import_gx():
     import subprocess
     import sys
 
-    code = "import sys, vigil.gx_validation; sys.exit('great_expectations' in sys.modules)"
+    code = "import sys, vigil.ingest.validation; sys.exit('great_expectations' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_data_docs_carry_no_context_id(tmp_path):
-    from vigil.gx_validation import _strip_context_id
+    from vigil.ingest.validation import _strip_context_id
 
     page = tmp_path / "index.html"
     page.write_text('<img src="https://x/logo-long.png?d=20261125T1&dataContextId=de47ec67-8787-4387">')
@@ -403,7 +403,7 @@ def test_the_workspace_reflects_frame_columns_as_duckdb_engine_does(tmp_path):
     import duckdb_engine
     import sqlalchemy as sa
 
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     gx_workspace.register_dialect()
     frame, _ = build_frame("infections", [{"patient_id": "DK01-0000AAAA", "onset_date": "2026-01-02"}])

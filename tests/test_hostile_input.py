@@ -27,7 +27,7 @@ from helpers import ingest_in_child, rehash, valid_rows, write_delivery
 
 from vigil import warehouse
 from vigil.contract import load_contract
-from vigil.ingest import ingest_delivery
+from vigil.ingest.load import ingest_delivery
 from vigil.synth import file_sha256
 
 pytestmark = pytest.mark.faults
@@ -250,7 +250,7 @@ def test_unreadable_table_file_is_refused(tmp_path, refused, monkeypatch):
     def no_permission(path, name, text, copy=None):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("vigil.delivery.scan_file", no_permission)
+    monkeypatch.setattr("vigil.ingest.delivery.scan_file", no_permission)
     refused(write_delivery(tmp_path / "in"), "patients.csv", "cannot be read: Permission denied")
 
 

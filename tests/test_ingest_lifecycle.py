@@ -135,7 +135,7 @@ def test_a_correction_counts_the_rows_it_replaced(tmp_path, ingest_folder):
 def test_the_run_checkpoint_vacuums_only_when_the_run_replaced_a_site(warehouse_con):
     # The warehouse connection has DuckDB's checkpoint vacuum off; a run that deleted a site's
     # earlier rows turns it on for its checkpoint, and the deleted rows leave the storage.
-    from vigil.ingest import LoadOutcome, checkpoint
+    from vigil.ingest.load import LoadOutcome, checkpoint
 
     con = warehouse_con
     con.execute("CREATE TABLE main.t (site VARCHAR, x BIGINT)")

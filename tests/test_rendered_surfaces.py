@@ -28,13 +28,13 @@ import duckdb
 import pytest
 from helpers import SITE, many_rows, rehash, valid_rows, write_delivery
 
-from vigil import gx_validation as gv
+from vigil.ingest import validation as gx_validation as gv
 from vigil import warehouse
-from vigil.disclosure import neutralise_formula
+from vigil.report.disclosure import neutralise_formula
 from vigil.inert import inert
-from vigil.ingest import ingest_delivery
+from vigil.ingest.load import ingest_delivery
 from vigil.report import render_report
-from vigil.run import analyse
+from vigil.analysis.runs import analyse
 
 pytestmark = pytest.mark.faults
 

@@ -1,6 +1,6 @@
 """The incidence report (issue 5): structure, self-containment, exports and disclosure control.
 
-Two studies, each ingested, analysed (vigil.run.analyse) and rendered once per module:
+Two studies, each ingested, analysed (vigil.analysis.runs.analyse) and rendered once per module:
   small: `vigil synth` with faults (400 patients, 2 sites, one refused delivery, quarantined rows);
   tiny:  two hand-made sites of two patients each, where nearly every cell is suppressed.
 """
@@ -20,11 +20,11 @@ import pytest
 from helpers import valid_rows, write_delivery
 
 from vigil import warehouse
-from vigil.disclosure import shown_small_counts
-from vigil.ingest import delivery_order, ingest_delivery
+from vigil.report.disclosure import shown_small_counts
+from vigil.ingest.load import delivery_order, ingest_delivery
 from vigil.report import ReportError, render_report
 from vigil.report.data import select_run
-from vigil.run import analyse
+from vigil.analysis.runs import analyse
 
 SECTIONS = ["cover", "methods", "attrition", "table1", "incidence", "risk-windows", "cumulative-incidence", "cox",
             "data-quality"]

@@ -4,7 +4,8 @@ import duckdb
 import pytest
 from helpers import valid_rows, write_delivery
 
-from vigil import run as run_module
+from vigil.analysis import runs as run_module
+from vigil.warehouse import snapshots
 from vigil import warehouse
 
 
@@ -37,7 +38,7 @@ def test_a_failing_run_leaves_no_results(loaded, monkeypatch):
     def broken(con, run_id):
         raise RuntimeError("analysis failed")
 
-    monkeypatch.setattr("vigil.analysis.run_analyses", broken)
+    monkeypatch.setattr("vigil.analysis.sap.run_analyses", broken)
     with pytest.raises(RuntimeError):
         run_module.analyse(con)
     assert con.execute("SELECT max(run_id) FROM results.runs").fetchone() == (1,)
@@ -48,8 +49,8 @@ def test_snapshot_is_published_read_only_and_current_points_at_the_newest(loaded
     con, db = loaded
     summary = run_module.analyse(con)
     con.close()
-    snapshot = run_module.publish_snapshot(db, summary.run_id)
-    current = run_module.current_snapshot(db)
+    snapshot = snapshots.publish_snapshot(db, summary.run_id)
+    current = snapshots.current_snapshot(db)
     assert current.resolve() == snapshot.resolve()
     reader = duckdb.connect(str(current), read_only=True)
     assert reader.execute("SELECT max(run_id) FROM results.runs").fetchone() == (summary.run_id,)
@@ -57,7 +58,7 @@ def test_snapshot_is_published_read_only_and_current_points_at_the_newest(loaded
     writer = warehouse.connect(db)
     second = run_module.analyse(writer)
     writer.close()
-    run_module.publish_snapshot(db, second.run_id)
+    snapshots.publish_snapshot(db, second.run_id)
     assert reader.execute("SELECT max(run_id) FROM results.runs").fetchone() == (summary.run_id,)
     reader.close()
     with duckdb.connect(str(current), read_only=True) as fresh:
@@ -67,10 +68,10 @@ def test_snapshot_is_published_read_only_and_current_points_at_the_newest(loaded
 def test_only_the_last_snapshots_are_kept(loaded):
     con, db = loaded
     con.close()
-    for run_id in range(1, run_module.SNAPSHOTS_KEPT + 3):
-        run_module.publish_snapshot(db, run_id)
+    for run_id in range(1, snapshots.SNAPSHOTS_KEPT + 3):
+        snapshots.publish_snapshot(db, run_id)
     kept = sorted(p.name for p in warehouse.snapshot_dir(db).glob("vigil-run-*.duckdb"))
-    assert len(kept) == run_module.SNAPSHOTS_KEPT and kept[-1] == f"vigil-run-{run_module.SNAPSHOTS_KEPT + 2:06d}.duckdb"
+    assert len(kept) == snapshots.SNAPSHOTS_KEPT and kept[-1] == f"vigil-run-{snapshots.SNAPSHOTS_KEPT + 2:06d}.duckdb"
 
 
 FORBIDDEN_TO_ANALYSTS = [
@@ -89,7 +90,7 @@ def test_an_analyst_connection_to_the_snapshot_can_only_read_it(loaded):
     con, db = loaded
     summary = run_module.analyse(con)
     con.close()
-    analyst = run_module.open_snapshot(run_module.publish_snapshot(db, summary.run_id))
+    analyst = snapshots.open_snapshot(snapshots.publish_snapshot(db, summary.run_id))
     assert analyst.execute("SELECT count(*) FROM staging.patients").fetchone()[0] > 0
     for statement in FORBIDDEN_TO_ANALYSTS:
         with pytest.raises(duckdb.Error):

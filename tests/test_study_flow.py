@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from vigil.report.render import current_report
-from vigil.run import current_snapshot
+from vigil.warehouse.snapshots import current_snapshot
 
 pytestmark = pytest.mark.flow
 

@@ -450,9 +450,9 @@ def test_every_written_icd10_code_means_what_quan_2005_says():
 
 def test_the_generator_speaks_the_study_code_lists():
     """The truth is only the pipeline's answer if both read diagnoses, terms and DMTs alike."""
-    from vigil.contract import PROJECT_ROOT
+    from vigil.resources import CODELIST_DIR
     from vigil.synth import _CODE_CATEGORY, _OTHER_FORMS, CHARLSON_HIERARCHY, HIGH_EFFICACY_DMT
-    lists = PROJECT_ROOT / "codelists"
+    lists = CODELIST_DIR
     charlson = pl.read_csv(lists / "charlson_quan2005_icd10.csv", infer_schema=False)
 
     def listed(code: str) -> set[tuple[str, int]]:

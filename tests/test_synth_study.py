@@ -6,7 +6,7 @@ import pytest
 from vigil import warehouse
 from vigil.cohort import build_cohort
 from vigil.contract import load_contract
-from vigil.ingest import ingest_all
+from vigil.ingest.load import ingest_all
 from vigil.synth import synthesize_study
 
 

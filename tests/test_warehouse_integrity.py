@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 
 from vigil import warehouse
 from vigil.cli import app
-from vigil.ingest import ingest_delivery
-from vigil.run import analyse, publish_snapshot
+from vigil.ingest.load import ingest_delivery
+from vigil.analysis.runs import analyse
+from vigil.warehouse.snapshots import publish_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

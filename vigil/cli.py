@@ -243,8 +243,8 @@ def analyse(db: DbOption = None) -> None:
     (nothing of it kept) or the warehouse is damaged, read-only, of another schema version or being written.
     """
     from vigil import warehouse
-    from vigil.run import analyse as run_analysis
-    from vigil.run import publish_snapshot
+    from vigil.analysis.runs import analyse as run_analysis
+    from vigil.warehouse.snapshots import publish_snapshot
 
     db_path = _warehouse(db)
     if not db_path.exists():
@@ -350,7 +350,7 @@ def demo(
 @app.command("contract-docs")
 def contract_docs(out: Path = Path("docs/extract-contract.md")) -> None:
     """Regenerate the extract contract's documentation from schemas/."""
-    from vigil.contract_docs import render
+    from vigil.contract.docs import render
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(), encoding="utf-8")

@@ -36,7 +36,7 @@ How each delivery is run (the paths a user has):
 
     cli        every Nth example: `vigil ingest <folder> --db <file>` as a subprocess, against ONE local
                Prefect server started for the session on 127.0.0.1 (PREFECT_API_URL for the child)
-    inprocess  the rest: vigil.ingest.ingest_all (find_deliveries -> ingest_delivery -> checkpoint)
+    inprocess  the rest: vigil.ingest.load.ingest_all (find_deliveries -> ingest_delivery -> checkpoint)
                into a warehouse opened with vigil.warehouse.connect / create_layout, then
                vigil.cli.print_ingest_summary into a recording Rich console; any exception is a failure
 
@@ -105,7 +105,7 @@ import vigil.cli  # noqa: E402
 from helpers import rehash, valid_rows, write_delivery  # noqa: E402
 from vigil import warehouse  # noqa: E402
 from vigil.contract import load_contract  # noqa: E402
-from vigil.ingest import ingest_all  # noqa: E402
+from vigil.ingest.load import ingest_all  # noqa: E402
 from vigil.synth import synthesize_study  # noqa: E402
 
 CONTRACT = load_contract()
@@ -1288,7 +1288,7 @@ class Session:
 
 
 REPLAY = ("import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from vigil import warehouse; "
-          "from vigil.ingest import ingest_all; db = Path('/tmp/replay/vigil.duckdb'); con = warehouse.connect(db); "
+          "from vigil.ingest.load import ingest_all; db = Path('/tmp/replay/vigil.duckdb'); con = warehouse.connect(db); "
           "warehouse.create_layout(con); [print(o.status, o.message) for o in ingest_all(con, [Path({landing!r})], "
           "warehouse.gx_dir_for(db))]")
 

@@ -1,7 +1,7 @@
 """The incidence report for regulators (issue 5): `render_report(con_or_db, out_dir, run_id=None)`.
 
 Reads one run's results (results.*), the audit tables and Table 1 aggregates of cohort.patients,
-applies disclosure control (vigil.disclosure, SAP section 5) to everything it publishes, and writes
+applies disclosure control (vigil.report.disclosure, SAP section 5) to everything it publishes, and writes
 <out>/run-<N>/ with report.html (self-contained), report.pdf (WeasyPrint) and tables/ (one CSV per
 table and one XLSX workbook); <out>/current links to the newest. Templates: reports/report.html.j2
 and reports/report.css.

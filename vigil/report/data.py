@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from vigil import analysis
+from vigil.analysis import sap as analysis
 
 
 class ReportError(RuntimeError):

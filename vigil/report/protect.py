@@ -1,6 +1,6 @@
 """The report's disclosure plan: every published count (and person-time) as a cell, the additive
 relations that tie them across tables, and one complementary-suppression pass over all of them
-(vigil.disclosure). A value that appears in several tables is one cell, so it is suppressed
+(vigil.report.disclosure). A value that appears in several tables is one cell, so it is suppressed
 everywhere or nowhere: a stratum's patients appear in the incidence tables, Table 1 and the
 numbers at risk at day 0; the cohort size ends the attrition; the all-serious events and
 person-years are the total of the risk windows."""
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from vigil.disclosure import cell_key, format_count, is_small, pinned_cells, protect_relations
+from vigil.report.disclosure import cell_key, format_count, is_small, pinned_cells, protect_relations
 from vigil.report.data import TABLE1_CATEGORICAL, TABLE1_LEVELS, RunData
 
 OVERALL = ("overall", "all")

@@ -17,10 +17,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from vigil.contract import PROJECT_ROOT, load_contract
+from vigil.contract import load_contract
+from vigil.resources import TEMPLATE_DIR
 from vigil.inert import inert
 from vigil.warehouse import point_link
-from vigil.disclosure import (
+from vigil.report.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, RULE_TEXT, SUPPRESSED, cut_curves, from_fifth_event, looks_numeric,
     neutralise_formula, shown_small_counts,
 )
@@ -31,7 +32,6 @@ from vigil.report.data import (
 )
 from vigil.report.protect import Protection, build_protection, patients_key
 
-TEMPLATE_DIR = PROJECT_ROOT / "reports"
 STUDY_TITLE = "Serious infections after alemtuzumab in relapsing–remitting multiple sclerosis"
 STUDY_SUBTITLE = "Post-authorisation safety study: incidence report"
 
@@ -115,7 +115,7 @@ def data_docs_index(db_path: Path | None) -> Path | None:
 def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> ReportResult:
     """Render run `run_id` (default: the latest completed run) into out_dir/run-<N>/: report.html
     (self-contained), report.pdf, tables/*.csv and tables/run<N>_tables.xlsx; out_dir/current points at
-    the newest. Everything that leaves the database passes disclosure control (vigil.disclosure)."""
+    the newest. Everything that leaves the database passes disclosure control (vigil.report.disclosure)."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     con, owned = _open(con_or_db)
@@ -632,13 +632,13 @@ def render_html(data: RunData, sections: list[Section], cover: dict, exported: l
 
 def cover_count(data: RunData) -> str:
     final = int(data.attrition.sort("step")["n_remaining"][-1])
-    from vigil.disclosure import format_count
+    from vigil.report.disclosure import format_count
 
     return format_count(final)
 
 
 def methods_context(data: RunData, contract) -> dict:
-    from vigil.codelists import codelist_versions
+    from vigil.cohort.codelists import codelist_versions
 
     recorded = data.run.get("codelist_versions") or {}
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from vigil.disclosure import (
+from vigil.report.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, cell_key, format_estimate, format_interval, format_p,
     is_small,
 )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import duckdb
 
-from vigil.codelists import load_codelists
-from vigil.sqlfiles import run_file, run_layer, sql_file
+from vigil.cohort.codelists import load_codelists
+from vigil.warehouse.sqlfiles import execute_file, build_layer, sql_file
 
 ATTRITION_SQL = sql_file("results", "attrition")
 
@@ -25,9 +25,9 @@ def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     if isinstance(run_id, bool) or not isinstance(run_id, int):
         raise TypeError(f"run_id must be an integer, not {run_id!r}")
     codelists = load_codelists(con)
-    relations = run_layer(con, "cohort")
-    relations += run_layer(con, "analysis")
-    run_file(con, ATTRITION_SQL, {"run_id": run_id})
+    relations = build_layer(con, "cohort")
+    relations += build_layer(con, "analysis")
+    execute_file(con, ATTRITION_SQL, {"run_id": run_id})
     relations.append(ATTRITION_SQL.qualified_name)
 
     attrition = [

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import duckdb
 
-from vigil.contract import PROJECT_ROOT, sql_literal
+from vigil.contract import sql_literal
+from vigil.resources import CODELIST_DIR
 
-CODELIST_DIR = PROJECT_ROOT / "codelists"
 SCHEMA = "codelists"
 
 

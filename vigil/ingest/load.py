@@ -1,6 +1,6 @@
 """Loading a checked delivery into the warehouse: raw, quarantine, staging and audit, all or nothing.
 
-One delivery is one DuckDB transaction. Row rules come from the contract (vigil.rules) and are
+One delivery is one DuckDB transaction. Row rules come from the contract (vigil.ingest.rules) and are
 evaluated twice, by SQL (which decides the quarantine) and by Great Expectations (the
 validation record, run on its own thread while the delivery is stored); a disagreement refuses
 the delivery before COMMIT rather than loading something the record does not describe.
@@ -21,10 +21,10 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import Contract, Table, load_contract, sql_literal
-from vigil.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_problem, csv_record_line,
+from vigil.ingest.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_problem, csv_record_line,
                             csv_row_lines, find_deliveries, inspect_delivery)
-from vigil import gx_validation
-from vigil.rules import frame_columns, typed_expression, violation_sql
+from vigil.ingest import validation as gx_validation
+from vigil.ingest.rules import frame_columns, typed_expression, violation_sql
 from vigil.inert import inert
 from vigil.warehouse import LoadFailed, damage_on, error_line, rollback
 from vigil.warehouse import checkpoint as checkpoint_warehouse
@@ -100,7 +100,7 @@ def _read_table(con, delivery: Delivery, table: Table) -> None:
 
 
 def _refuse_non_text(con, delivery: Delivery, table: Table) -> None:
-    """The CSV text rules for Parquet values (the CSV scan enforces them on the bytes, vigil.delivery):
+    """The CSV text rules for Parquet values (the CSV scan enforces them on the bytes, vigil.ingest.delivery):
     no NUL character, no value longer than a CSV line may be."""
     def first_column(condition: str) -> str:  # the first column whose value meets the condition, or NULL
         quoted = {c: f'"{c}"' for c in table.column_names}
@@ -183,7 +183,7 @@ def _refuse_foreign_or_duplicate_patients(con, delivery: Delivery, contract: Con
 
 
 def _build_frames(con, delivery: Delivery, contract: Contract) -> None:
-    """Table frame_<table> of the scratch database: the validation frame described in vigil.rules."""
+    """Table frame_<table> of the scratch database: the validation frame described in vigil.ingest.rules."""
     # Context (contract `context:`): per patient, values from another table of the delivery.
     # max() because a duplicated follow_up row must not multiply rows (those rows are quarantined).
     sources: dict[str, list[tuple[str, str]]] = {}
@@ -486,7 +486,7 @@ def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, 
     fails for the warehouse's sake (disk full, a lost commit) is status 'failed': nothing of it kept."""
     contract = contract or load_contract()
     delivery = None
-    # The files are loaded from private copies made while they are hashed (vigil.delivery.inspect_delivery),
+    # The files are loaded from private copies made while they are hashed (vigil.ingest.delivery.inspect_delivery),
     # beside the warehouse, where the space for a load is planned; removed after the load.
     gx_dir.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from vigil.contract import PROJECT_ROOT
-
-SQL_DIR = PROJECT_ROOT / "sql"
+from vigil.resources import DATA_ROOT, SQL_DIR
 
 
 class SqlFileError(RuntimeError):
@@ -65,7 +63,7 @@ def sql_file(layer: str, relation: str) -> SqlFile:
     return SqlFile(layer, relation, SQL_DIR / layer / f"{relation}.sql")
 
 
-def run_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict | None = None) -> None:
+def execute_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict | None = None) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_file.layer}")
     text = sql_file.path.read_text(encoding="utf-8")
     for statement in duckdb.extract_statements(text):
@@ -77,14 +75,14 @@ def run_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict
                 con.execute(statement.query)
         except duckdb.Error as exc:
             # A block of the warehouse that cannot be read is the file's damage, not the SQL file's fault.
-            raise _damage(con, exc) or SqlFileError(f"{sql_file.path.relative_to(PROJECT_ROOT)}: {exc}") from exc
+            raise _damage(con, exc) or SqlFileError(f"{sql_file.path.relative_to(DATA_ROOT)}: {exc}") from exc
 
 
-def run_layer(con: duckdb.DuckDBPyConnection, layer: str) -> list[str]:
+def build_layer(con: duckdb.DuckDBPyConnection, layer: str) -> list[str]:
     """Run every file of the layer; return the relations built, in order."""
     built = []
     for file in layer_files(layer):
-        run_file(con, file)
+        execute_file(con, file)
         built.append(file.qualified_name)
     return built
 

@@ -2,7 +2,7 @@
 
 Every row rule of the contract (`vigil.contract.Table.rules`) becomes exactly one built-in GX
 expectation over the table's *validation frame* (defined in vigil/rules.py), with the semantics
-of its SQL form `vigil.rules.violation_sql`: on any frame, GX's unexpected count of a rule is
+of its SQL form `vigil.ingest.rules.violation_sql`: on any frame, GX's unexpected count of a rule is
 the number of rows the SQL marks as breaking it. Rule kind by kind:
 
   required   ExpectColumnValuesToNotBeNull(<raw column>)
@@ -64,7 +64,7 @@ from urllib.parse import unquote, urlparse
 
 from vigil.contract import Contract, Rule, load_contract
 from vigil.inert import inert
-from vigil.rules import raw_column, resolve_bound, year_column, year_columns
+from vigil.ingest.rules import raw_column, resolve_bound, year_column, year_columns
 
 if TYPE_CHECKING:  # importing GX takes ~4 s: only inside the functions that use it
     import pandas as pd
@@ -137,7 +137,7 @@ def _row_condition(contract: Contract, rule: Rule, own=None) -> dict:
 
 def expectation_for(contract: Contract, rule: Rule, data_cut: date) -> "Expectation":
     """The one built-in GX expectation whose unexpected rows are the rows that break `rule`
-    (the rows where `vigil.rules.violation_sql(contract, rule, data_cut)` is true)."""
+    (the rows where `vigil.ingest.rules.violation_sql(contract, rule, data_cut)` is true)."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
@@ -277,7 +277,7 @@ _preloaded: Future | None = None
 def _import_gx() -> None:
     import great_expectations.expectations  # noqa: F401
 
-    from vigil import gx_workspace  # noqa: F401  (duckdb_engine)
+    from vigil.ingest import gx_workspace  # noqa: F401  (duckdb_engine)
 
 
 def preload() -> None:
@@ -295,7 +295,7 @@ def _context(gx_dir: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     gx_dir = Path(gx_dir).resolve()
     gx_workspace.register_dialect()  # before GX opens the stored data source
@@ -332,7 +332,7 @@ def _workspace_table(table_name: str) -> str:
 def _copy_to_own_workspace(frame, columns: list[str], table_name: str) -> None:
     """The frame's `columns` (those it has: a missing spec column fails ExpectTableColumnsToMatchSet)
     as table frame_<table> of the process's own workspace. Fewer columns, less to copy."""
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     with gx_workspace.own().cursor() as workspace:
         workspace.register("incoming_frame", frame)
@@ -342,7 +342,7 @@ def _copy_to_own_workspace(frame, columns: list[str], table_name: str) -> None:
 
 
 def _drop_from_own_workspace(table_names: list[str]) -> None:
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     with gx_workspace.own().cursor() as workspace:
         for table_name in table_names:
@@ -350,7 +350,7 @@ def _drop_from_own_workspace(table_names: list[str]) -> None:
 
 
 def _datasource(context):
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     try:
         return context.data_sources.get(DATASOURCE_NAME)
@@ -425,7 +425,7 @@ def validate_delivery(gx_dir: Path, delivery_label: str, frames: Mapping[str, "p
     """Validate each table's validation frame against its suite (one ValidationDefinition per
     table, results stored in gx_dir, Data Docs updated there). The frames are copied into the
     process's own workspace for the validation."""
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     contract = contract or load_contract()
     unknown = set(frames) - set(contract.tables)
@@ -468,7 +468,7 @@ def _validate_workspace(gx_dir: Path, delivery_label: str, connection, catalog: 
     from great_expectations.data_context.types.resource_identifiers import (ExpectationSuiteIdentifier,
                                                                             ValidationResultIdentifier)
 
-    from vigil import gx_workspace
+    from vigil.ingest import gx_workspace
 
     gx_workspace.read_from(gx_workspace.Workspace(connection, catalog))
     context = _context(gx_dir)

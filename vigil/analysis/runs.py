@@ -1,12 +1,12 @@
-"""An analysis run: cohort, analysis datasets and results in one transaction, recorded in results.runs,
-then a checkpointed read-only snapshot of the warehouse for statisticians.
+"""An analysis run (results.runs.run_id): cohort, analysis datasets and results in one transaction.
+
+Not to be confused with a Prefect flow run (results.runs.flow_run_id records the one that made it)
+or the `vigil run` command (the study flow: ingest, analyse, publish, report).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -15,12 +15,10 @@ from pathlib import Path
 
 import duckdb
 
-from vigil import warehouse
-from vigil.contract import PROJECT_ROOT
-from vigil.sqlfiles import run_file, sql_file
+from vigil import resources, warehouse
+from vigil.warehouse.sqlfiles import execute_file, sql_file
 
 SAP_VERSION = "1.0"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.0"
-SNAPSHOTS_KEPT = 5
 RUNS_SQL = sql_file("results", "runs")
 
 
@@ -35,13 +33,19 @@ class RunSummary:
 
 def code_version() -> str:
     """git describe of the checkout when there is one (with -dirty for local changes), else the package version."""
+    if not resources.in_checkout():
+        return _package_version()
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=PROJECT_ROOT,
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=resources.CHECKOUT,
                              capture_output=True, text=True, timeout=10)
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         pass
+    return _package_version()
+
+
+def _package_version() -> str:
     from importlib.metadata import version
 
     return version("vigil")
@@ -59,12 +63,12 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
             earlier_steps: dict[str, float] | None = None) -> RunSummary:
     """Build cohort, analysis datasets and every results table as run N+1, all or nothing.
     earlier_steps: timings of what the same flow run did before (the ingest), recorded with the run's own."""
-    from vigil.analysis import run_analyses
+    from vigil.analysis.sap import run_analyses
     from vigil.cohort import build_cohort
 
     started_at = datetime.now(timezone.utc)
     steps: dict[str, float] = dict(earlier_steps or {})
-    run_file(con, RUNS_SQL)
+    execute_file(con, RUNS_SQL)
     con.execute("BEGIN")
     try:
         (run_id,) = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM results.runs").fetchone()
@@ -96,45 +100,3 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
         raise warehouse.LoadFailed(f"run {run_id}: the warehouse did not keep the results (commit lost)")
     con.execute("CHECKPOINT")
     return RunSummary(run_id, cohort, analyses, steps)
-
-
-def current_snapshot(db_path: Path) -> Path:
-    """The stable path statisticians open: a symlink to the newest published snapshot."""
-    return warehouse.snapshot_dir(db_path) / "current.duckdb"
-
-
-# How an analyst opens a snapshot: it cannot write, read or write other files (COPY, read_csv,
-# ATTACH), install extensions or change these settings.
-ANALYST_CONFIG = {"enable_external_access": False, "lock_configuration": True}
-
-
-def open_snapshot(path: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(path), read_only=True, config=dict(ANALYST_CONFIG))
-
-
-def publish_snapshot(db_path: Path, run_id: int) -> Path:
-    """Copy the checkpointed warehouse to snapshots/vigil-run-<N>.duckdb and point current.duckdb at it.
-
-    The warehouse must be closed (so that everything is in the file, not the WAL). The copy is
-    written under a temporary name and renamed, and the link is replaced atomically, so a reader
-    sees the previous snapshot or the new one, never a partial file.
-    """
-    wal = db_path.with_name(db_path.name + ".wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        raise warehouse.LoadFailed(f"{db_path}: the write-ahead log is not empty; checkpoint before publishing")
-    target_dir = warehouse.snapshot_dir(db_path)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"vigil-run-{run_id:06d}.duckdb"
-    partial = target.with_suffix(".partial")
-    try:
-        shutil.copyfile(db_path, partial)
-        with partial.open("rb+") as handle:
-            os.fsync(handle.fileno())
-    except OSError:  # e.g. disk full: no half copy left behind; the current snapshot is untouched
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
-    warehouse.point_link(current_snapshot(db_path), target.name)
-    for old in sorted(target_dir.glob("vigil-run-*.duckdb"))[:-SNAPSHOTS_KEPT]:
-        old.unlink()
-    return target

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import Contract, ddl_for_layer, load_contract
-from vigil.sqlfiles import run_layer
+from vigil.warehouse.sqlfiles import build_layer
 
 DEFAULT_DB = Path("warehouse") / "vigil.duckdb"
 
@@ -87,7 +87,7 @@ def default_report_dir(db_path: Path) -> Path:
 
 
 def snapshot_dir(db_path: Path) -> Path:
-    """Where the read-only snapshots of the warehouse's runs are published (vigil.run.publish_snapshot)."""
+    """Where the read-only snapshots of the warehouse's runs are published (vigil.warehouse.snapshots.publish_snapshot)."""
     return db_path.parent / "snapshots"
 
 
@@ -226,7 +226,7 @@ def verify(db_path: Path, write: bool = False) -> None:
     checksumming every block of the file outside DuckDB (1.0 s, but it needs DuckDB's block format, and
     free blocks, which DuckDB may punch into holes, would look damaged). A block elsewhere that fails
     its checksum is found when a query reads it, and is then reported as the same damage (damage(),
-    used by vigil.sqlfiles, vigil.run and the CLI) rather than as a failure of the query. Passed files
+    used by vigil.warehouse.sqlfiles, vigil.analysis.runs and the CLI) rather than as a failure of the query. Passed files
     are remembered by inode, size and modification time: a flow inside a checked command does not
     check again."""
     try:
@@ -399,7 +399,7 @@ def create_layout(con: duckdb.DuckDBPyConnection, contract: Contract | None = No
         for layer in ("raw", "staging"):
             for statement in ddl_for_layer(contract, layer):
                 con.execute(statement)
-        run_layer(con, "audit")
+        build_layer(con, "audit")
         if con.execute("SELECT count(*) FROM audit.schema_version").fetchone()[0] == 0:
             con.execute("INSERT INTO audit.schema_version (version, code_version) VALUES (?, ?)",
                         [SCHEMA_VERSION, _package_version()])

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONTRACT_PATH = PROJECT_ROOT / "schemas" / "extract-v1.0.yaml"
+from vigil.resources import SCHEMA_DIR
+
+CONTRACT_PATH = SCHEMA_DIR / "extract-v1.0.yaml"
 
 # Columns every raw and staging table carries besides the spec's own.
 LINEAGE_COLUMNS = {

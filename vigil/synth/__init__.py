@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from vigil.codelists import read_codelist
+from vigil.cohort.codelists import read_codelist
 from vigil.contract import Contract, load_contract
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every function takes counts that DuckDB has already aggregated (per distinct day, per stratum,
 per covariate pattern), never one row per patient, and returns numpy arrays in which an
-undefined value is NaN; vigil.analysis turns NaN into SQL NULL. The methods, their variances
+undefined value is NaN; vigil.analysis.sap turns NaN into SQL NULL. The methods, their variances
 and how each was checked against R's survival package are in docs/analysis-methods.md; the
 tests compare every quantity with committed R output at 1e-6.
 
@@ -15,8 +15,10 @@ tests compare every quantity with committed R output at 1e-6.
   cox_fit               Cox PH, Efron ties, Newton-Raphson on the exact partial likelihood over covariate
                         patterns, Wald CI and p = coxph(ties="efron") = lifelines CoxPHFitter (A5)
   cox_zph               score test of proportional hazards per term and global = cox.zph(transform="km") (A5)
-  cox_model             a SAP model (treatment contrasts, reference levels, empty levels) -> rows
   lifelines_cox         the same model by lifelines' CoxPHFitter, for checks
+
+Study policy (SAP levels, references, what is reported when a level has no events) is in
+vigil.analysis.cox, not here.
 """
 
 from __future__ import annotations
@@ -478,124 +480,3 @@ def cox_zph(data: CoxData, beta: np.ndarray, transform: str = "km", tables: _Efr
             chisq = np.nan
         out[term] = (chisq, len(cols), float(stats.chi2.sf(chisq, len(cols))) if np.isfinite(chisq) else np.nan)
     return out
-
-
-# ------------------------------------------------------------------------------------ Cox models with SAP levels
-
-@dataclass
-class CoxRow:
-    variable: str
-    level: str | None
-    coef: float = np.nan
-    se: float = np.nan
-    hr: float = np.nan
-    ci_lower: float = np.nan
-    ci_upper: float = np.nan
-    p_value: float = np.nan
-    ph_chisq: float = np.nan
-    ph_df: int | None = None
-    ph_p_value: float = np.nan
-    n_patients: int | None = None
-    n_events: int | None = None
-    note: str | None = None
-
-
-def cox_model(counts, variables: list[str], levels: dict[str, list[str]],
-              check_with_lifelines: bool = False) -> list[CoxRow]:
-    """A Cox model of the SAP (treatment contrasts, reference = first level of `levels`) from counts
-    per (t, levels of `variables`): a polars DataFrame with columns t, the variables, n_events and
-    n_leaving (every exit, events included). Returns one row per non-reference SAP level of each
-    variable and a row ("GLOBAL", None) with the global PH test, in SAP order.
-
-    Rules where the data cannot give a finite estimate (docs/analysis-methods.md):
-      - a level without patients has no coefficient;
-      - patients of a level without events are left out: that level's coefficient tends to -inf
-        and, in the limit, the likelihood of the other coefficients is that of the data without
-        those patients, so the others are the MLE's limit (R reports them up to its iteration stop);
-      - a variable enters the model when two or more of its levels have events; its hazard ratios
-        are reported only when its reference level has events (else they are infinite).
-    """
-    import polars as pl
-
-    counts = counts.filter(pl.col("n_leaving") > 0)
-    if not counts["n_events"].sum():
-        n_all = int(counts["n_leaving"].sum())
-        note = "no events: no model" if n_all else "no patients: no model"
-        return [CoxRow(v, lv, n_patients=n_all, n_events=0, note=note)
-                for v in variables for lv in levels[v][1:]] + [
-            CoxRow("GLOBAL", None, n_patients=n_all, n_events=0, note=note)]
-    info = {}
-    keep = pl.lit(True)
-    for v in variables:
-        by_level = dict(counts.group_by(v).agg(pl.col("n_events").sum()).iter_rows())
-        present = [lv for lv in levels[v] if lv in by_level]
-        with_events = [lv for lv in present if by_level[lv] > 0]
-        info[v] = (present, with_events)
-        keep = keep & pl.col(v).is_in(with_events)
-    in_model = [v for v in variables if len(info[v][1]) >= 2]
-    data = counts.filter(keep)
-    n_patients, n_events = int(data["n_leaving"].sum()), int(data["n_events"].sum())
-
-    result = None
-    model_note = None
-    if not in_model:
-        model_note = "no variable with events in two or more levels: no model"
-    else:
-        patterns = data.select(in_model).unique(maintain_order=True)
-        pattern_index = data.select(in_model).join(patterns.with_row_index("_p"), on=in_model, how="left",
-                                                   maintain_order="left")["_p"].to_numpy()
-        columns, names, terms = [], [], {}
-        for v in in_model:
-            values = patterns[v].to_numpy()
-            terms[v] = []
-            for lv in info[v][1][1:]:
-                terms[v].append(len(names))
-                names.append(f"{v}[{lv}]")
-                columns.append((values == lv).astype(float))
-        cox_data = CoxData(time=data["t"].to_numpy(), pattern=pattern_index.astype(np.int64),
-                           n_events=data["n_events"].to_numpy().astype(float),
-                           n_leaving=data["n_leaving"].to_numpy().astype(float),
-                           X=np.column_stack(columns), names=names, terms=terms)
-        try:
-            result = cox_fit(cox_data, check_with_lifelines=check_with_lifelines)
-        except (FloatingPointError, np.linalg.LinAlgError) as exc:
-            model_note = f"model not estimable: {str(exc).splitlines()[0][:200]}"
-
-    rows = []
-    for v in variables:
-        present, with_events = info[v]
-        reference = levels[v][0]
-        zph = result.zph.get(v) if result is not None else None
-        for lv in levels[v][1:]:
-            row = CoxRow(v, lv, n_patients=n_patients, n_events=n_events)
-            if lv not in present:
-                row.note = "no patients in this level"
-            elif lv not in with_events:
-                row.note = "no events in this level: hazard ratio not estimable (its patients are left out of the model)"
-            elif reference not in with_events:
-                row.note = (f"no patients in the reference level {reference}" if reference not in present else
-                            f"no events in the reference level {reference}: hazard ratio not estimable")
-            elif v not in in_model:
-                row.note = "fewer than two levels with events: not in the model"
-            elif result is None:
-                row.note = model_note
-            else:
-                i = result.names.index(f"{v}[{lv}]")
-                row.coef, row.se, row.hr = result.coef[i], result.se[i], result.hr[i]
-                row.ci_lower, row.ci_upper, row.p_value = result.ci_lower[i], result.ci_upper[i], result.p_value[i]
-                row.note = result.note
-            if zph is not None:
-                row.ph_chisq, row.ph_df, row.ph_p_value = zph
-            rows.append(row)
-    global_row = CoxRow("GLOBAL", None, n_patients=n_patients, n_events=n_events)
-    if result is None:
-        global_row.note = model_note
-    else:
-        global_row.ph_chisq, global_row.ph_df, global_row.ph_p_value = result.zph["GLOBAL"]
-        dropped = [v for v in variables if v not in in_model]
-        global_row.note = "; ".join(filter(None, [
-            result.note,
-            f"not in the model (fewer than two levels with events): {', '.join(dropped)}" if dropped else None]))
-        global_row.note = global_row.note or None
-    rows.append(global_row)
-    return rows

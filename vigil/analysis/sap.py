@@ -11,7 +11,7 @@ and analysis.strata_levels (built by vigil.cohort.build_cohort) and appends run 
   results.cox                          A5  univariable and multivariable Cox, PH tests
 
 DuckDB does the counting (GROUP BY / GROUPING SETS over patients); Python loops only over
-strata, days and models, and vigil.survival computes the estimators from the counts. An estimate
+strata, days and models, and vigil.stats.survival computes the estimators from the counts. An estimate
 that cannot be computed is stored as SQL NULL with a note, never as NaN. Runs inside the
 caller's transaction: no BEGIN/COMMIT here. Methods: docs/analysis-methods.md.
 """
@@ -25,8 +25,9 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from vigil import survival as sv
-from vigil.sqlfiles import run_file, sql_file
+from vigil.analysis.cox import cox_model
+from vigil.stats import survival as sv
+from vigil.warehouse.sqlfiles import execute_file, sql_file
 
 RESULT_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
                  "logrank", "cox")
@@ -44,7 +45,7 @@ MISSING = "(missing)"   # a NULL stratum value, which the cohort SQL never produ
 
 def create_results_tables(con: duckdb.DuckDBPyConnection) -> None:
     for file in RESULT_SQL.values():
-        run_file(con, file)
+        execute_file(con, file)
 
 
 def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
@@ -291,7 +292,7 @@ def _cox(con, daily: pl.DataFrame, levels) -> pl.DataFrame:
 
 
 def _cox_rows(outcome: str, model: str, variables: list[str], counts: pl.DataFrame, levels) -> Iterable[dict]:
-    for row in sv.cox_model(counts, variables, levels):
+    for row in cox_model(counts, variables, levels):
         is_global = row.variable == "GLOBAL"
         yield {
             "outcome": outcome, "model": model, "covariates": ", ".join(variables), "variable": row.variable,

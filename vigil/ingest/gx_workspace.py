@@ -15,10 +15,10 @@ GX 1.24 runs its SQL engine on DuckDB only with two things it lacks, and fast on
     dialect is SQLAlchemy's PostgreSQL dialect underneath and DuckDB's `~` is PostgreSQL's
     (regexp_matches), so the dialect names itself postgresql and GX renders `column ~ regex`.
   - Column reflection from DuckDB's own catalog (get_columns, get_pk_constraint below).
-The test suite checks GX's counts against the SQL rules (vigil.rules) on adversarial frames, and
+The test suite checks GX's counts against the SQL rules (vigil.ingest.rules) on adversarial frames, and
 every load refuses a delivery on which the two disagree.
 
-Imported only where GX is (vigil.gx_validation imports it inside its functions): duckdb_engine
+Imported only where GX is (vigil.ingest.validation imports it inside its functions): duckdb_engine
 pulls in SQLAlchemy's PostgreSQL dialect, which only a validation needs.
 """
 
