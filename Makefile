@@ -15,7 +15,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: install demo test reference benchmark fuzz clean
+.PHONY: install demo test test-fast reference benchmark fuzz clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -30,8 +30,17 @@ install: $(VENV)/.installed
 demo: install
 	$(VIGIL) demo
 
+# Tests run on every core (pytest-xdist), one test file per worker at a time so that a module's
+# shared study is built once: TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
+TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: install
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest $(TEST_PARALLEL) $(PYTEST_ARGS)
+
+# The unit tier, under a minute: no Great Expectations, no Prefect, no PDF (tests/conftest.py, --fast).
+test-fast: install
+	$(VENV)/bin/python -m pytest --fast $(TEST_PARALLEL) $(PYTEST_ARGS)
 
 # Regenerates the R reference (needs Debian's r-base-core and r-cran-survival); tests only read its output.
 reference: install

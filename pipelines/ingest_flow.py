@@ -21,11 +21,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from vigil import progress, warehouse
-from vigil.contract import load_contract
-from vigil.ingest.delivery import find_deliveries
+from vigil import warehouse
 from vigil.inert import inert
-from vigil.ingest.load import LoadOutcome, checkpoint, delivery_order, ingest_delivery
+from vigil.ingest.load import LoadOutcome, ingest_all, ingest_delivery
 
 # Failures that are answers, said in one line, not defects: no traceback in the logs (the study flow adds
 # ReportError).
@@ -72,17 +70,6 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(_name).addFilter(_NoTracebackForExpected())
 
 
-@task(name="find deliveries", cache_policy=NO_CACHE)
-def find_deliveries_task(paths: list[Path]) -> list[Path]:
-    return delivery_order(find_deliveries(paths, load_contract()))
-
-
-@task(name="prepare warehouse", cache_policy=NO_CACHE)
-def prepare_warehouse_task(db_path: Path) -> None:
-    with warehouse.connect(db_path) as con:
-        warehouse.create_layout(con)
-
-
 def _ingest_run_name(parameters: dict) -> str:
     return f"ingest {inert(parameters['folder'].name)}"
 
@@ -107,29 +94,16 @@ def ingest_delivery_task(folder: Path, db_path: Path, today: date | None) -> Loa
     return outcome
 
 
-@task(name="checkpoint warehouse", cache_policy=NO_CACHE)
-def checkpoint_task(db_path: Path, outcomes: list[LoadOutcome]) -> None:
-    with warehouse.connect(db_path) as con:
-        problem = checkpoint(con, outcomes)
-    if problem:
-        say(get_run_logger().warning, "%s: %s", db_path, problem)
-
-
 @flow(name="ingest", log_prints=True)
 @expected_failures
 def ingest_flow(paths: list[Path], db_path: Path, today: date | None = None) -> list[LoadOutcome]:
+    """vigil.ingest.load.ingest_all with each delivery as a task run."""
     db_path = warehouse.resolve_db(db_path)
     # The open connection keeps DuckDB's database open between the tasks: closing the last connection
     # checkpoints, and the run checkpoints once, at its end, rather than after every delivery.
     with warehouse.writer_lock(db_path):
         warehouse.verify(db_path)  # whole and of this vigil's schema version, before anything writes
-        with warehouse.connect(db_path):
-            prepare_warehouse_task(db_path)
-            folders = find_deliveries_task(paths)
-            outcomes = []
-            for done, folder in enumerate(folders):
-                progress.report("ingest", done, len(folders), inert(folder.name))
-                outcomes.append(ingest_delivery_task(folder, db_path, today))
-            checkpoint_task(db_path, outcomes)
-            progress.report("ingest", len(folders), len(folders), f"{len(folders)} deliveries")
-            return outcomes
+        with warehouse.connect(db_path) as con:
+            return ingest_all(con, paths, warehouse.gx_dir_for(db_path), today,
+                              each=lambda folder: ingest_delivery_task(folder, db_path, today),
+                              warn=lambda problem: say(get_run_logger().warning, "%s: %s", db_path, problem))

@@ -17,12 +17,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from vigil.cohort.strata import sap_levels, strata
+
 REFERENCE = Path(__file__).parent / "reference"
 STRATA = ["site", "sex", "age_group", "charlson", "prior_dmt", "prior_high_efficacy", "edss"]
-SAP_LEVELS = {
-    "age_group": ["18-29", "30-39", "40-49", ">=50"], "sex": ["F", "M", "U"], "charlson": ["0", "1", ">=2"],
-    "prior_dmt": ["0", "1", ">=2"], "prior_high_efficacy": ["N", "Y"], "edss": ["0-2.5", "3.0-5.5", ">=6.0", "unknown"],
-}
+SAP_LEVELS = sap_levels()  # codelists/strata.csv: {variable: levels, reference first}, not site
 
 
 def read_dataset(name: str) -> pl.DataFrame:
@@ -66,8 +65,9 @@ def load_analysis(con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
         WHERE a.t >= w.first_day""")
     con.unregister("_outcomes")
     sites = sorted(data["site"].unique())
-    rows = [(v, i + 1, lv, j + 1, j == 0) for i, (v, lvs) in enumerate(SAP_LEVELS.items()) for j, lv in enumerate(lvs)]
-    rows += [("site", 7, s, j + 1, j == 0) for j, s in enumerate(sites)]
+    order = {v: s.variable_order for v, s in strata().items()}
+    rows = [(v, order[v], lv, j + 1, j == 0) for v, lvs in SAP_LEVELS.items() for j, lv in enumerate(lvs)]
+    rows += [("site", order["site"], s, j + 1, j == 0) for j, s in enumerate(sites)]
     con.execute("CREATE OR REPLACE TABLE analysis.strata_levels (variable VARCHAR, variable_order INTEGER, "
                 "level VARCHAR, level_order INTEGER, is_reference BOOLEAN)")
     con.executemany("INSERT INTO analysis.strata_levels VALUES (?, ?, ?, ?, ?)", rows)

@@ -14,6 +14,52 @@ os.environ["GX_ANALYTICS_ENABLED"] = "False"
 os.environ["DO_NOT_TRACK"] = "1"
 sys.path.insert(0, str(Path(__file__).parent))
 
+# The fast tier (`make test-fast`, `pytest --fast`): the unit tests, none marked by cost (markers in
+# pyproject.toml). It must stay free of what makes the other tiers slow; --fast fails any test, or
+# the collection, that imports one of these, naming it, so that it gets its marker.
+FAST_TIER = "not slow and not gx and not flow and not faults"
+NOT_IN_FAST_TIER = {"great_expectations": "gx", "prefect": "flow", "weasyprint": "slow (PDF rendering)"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help=f"the fast tier: -m '{FAST_TIER}', failing any test that imports "
+                          f"{', '.join(NOT_IN_FAST_TIER)}")
+
+
+def pytest_configure(config):
+    if config.getoption("--fast"):
+        given = config.option.markexpr
+        config.option.markexpr = f"({FAST_TIER}) and ({given})" if given else FAST_TIER
+
+
+def _imported_heavy() -> list[str]:
+    return [name for name in NOT_IN_FAST_TIER if name in sys.modules]
+
+
+def pytest_collection_finish(session):
+    heavy = _imported_heavy()
+    if session.config.getoption("--fast") and heavy:
+        raise pytest.UsageError(f"--fast: collecting the tests imported {', '.join(heavy)}: a test module "
+                                "imports it at module level; import it inside the tests that need it, and mark them")
+
+
+_reported: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_guard(request):
+    """Under --fast: the first test after which GX, Prefect or WeasyPrint is imported (by the test or
+    by a fixture of its module) fails, naming the marker it lacks."""
+    yield
+    if not request.config.getoption("--fast"):
+        return
+    new = [name for name in _imported_heavy() if name not in _reported]
+    _reported.update(new)
+    if new:
+        pytest.fail(f"{request.node.nodeid} imported {', '.join(new)} in the fast tier: mark it "
+                    + " / ".join(NOT_IN_FAST_TIER[n] for n in new), pytrace=False)
+
 
 @pytest.fixture(scope="session")
 def prefect_harness():
@@ -22,6 +68,26 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def shared_gx_dir(tmp_path_factory) -> Path:
+    """One GX project for the session's `gx` tests that do not read their GX directory: its context
+    is opened once (vigil.ingest.validation keeps it per directory), and its data source, assets and
+    validation definitions are made once, instead of once per test."""
+    return tmp_path_factory.mktemp("gx-shared") / "gx"
+
+
+@pytest.fixture
+def validator(request):
+    """The load's validation: Great Expectations for a test marked `gx` (whose subject is the
+    validation record), else the SQL rule counts (vigil.ingest.validation.SqlRuleCounts): the same
+    audit rows without GX's seconds per delivery."""
+    from vigil.ingest import validation
+
+    if request.node.get_closest_marker("gx"):
+        return validation.GREAT_EXPECTATIONS
+    return validation.SQL_RULE_COUNTS
 
 
 @pytest.fixture
@@ -35,12 +101,16 @@ def warehouse_con(tmp_path):
 
 
 @pytest.fixture
-def ingest_folder(tmp_path, warehouse_con):
-    """Ingest one delivery folder into the test warehouse (plain function, no Prefect)."""
+def ingest_folder(request, tmp_path, warehouse_con, validator):
+    """Ingest one delivery folder into the test warehouse (plain function, no Prefect), validated by
+    the `validator` fixture; a `gx` test's results go to the session's shared GX project."""
     from vigil import warehouse
     from vigil.ingest.load import ingest_delivery
 
+    gx_dir = (request.getfixturevalue("shared_gx_dir") if request.node.get_closest_marker("gx")
+              else warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"))
+
     def run(folder: Path):
-        return ingest_delivery(warehouse_con, folder, warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"))
+        return ingest_delivery(warehouse_con, folder, gx_dir, validator=validator)
 
     return run

@@ -13,6 +13,10 @@ from test_cohort import Study, course
 from vigil.analysis.sap import (DAYS, FIRST_EVENT_OUTCOMES, INCIDENCE_OUTCOMES, MULTIVARIABLE, RESULT_TABLES,
                             STRATIFIERS, run_analyses)
 
+# Every SAP analysis (Cox models included) per test: seconds each. The estimators' own tests
+# (test_survival.py, test_analysis_reference.py) are in the fast tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def ordinary():

@@ -310,6 +310,7 @@ def test_vigil_debug_shows_the_traceback_before_the_same_line(tmp_path):
 
 
 @pytest.mark.faults
+@pytest.mark.flow  # the CLI's ingest starts Prefect's temporary server
 def test_many_empty_folders_in_the_landing_area_print_no_traceback(tmp_path):
     """300 empty folders are 300 refusals; Prefect's temporary server, stopped at exit while it still records
     the task runs, printed its services' tracebacks after the summary."""

@@ -245,6 +245,7 @@ def test_a_course_split_mid_window_restarts_day_0(study):
                                    (2, "0-30", "2020-03-01", "2020-03-10", 10, 0)]
 
 
+@pytest.mark.slow  # a few hundred random patients through the cohort SQL
 def test_risk_windows_add_up_to_follow_up_and_hold_each_episode_once_on_random_patients(study):
     # 200 random patients: random courses (gaps of 1 to 800 days), exits, deaths and serious
     # infections (some before index or after exit). For every patient the window days add up to

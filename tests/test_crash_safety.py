@@ -36,6 +36,8 @@ def _state(db: Path) -> dict:
 
 
 @pytest.mark.faults
+@pytest.mark.gx  # the killed children ingest with GX, as vigil does
+@pytest.mark.slow
 def test_kill_9_during_ingest_leaves_a_complete_state(tmp_path):
     rng = random.Random(20261125)
     db = tmp_path / "wh" / "vigil.duckdb"

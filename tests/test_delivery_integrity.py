@@ -160,10 +160,11 @@ def test_a_created_at_in_the_future_is_refused(tmp_path, ingest_folder):
     assert "manifest.json: created_at 2099-01-01T00:00:00+00:00 is in the future" in outcome.message
 
 
-def test_a_created_at_in_the_future_would_otherwise_pin_the_site(tmp_path, warehouse_con):
+def test_a_created_at_in_the_future_would_otherwise_pin_the_site(tmp_path, warehouse_con, validator):
     # With --today set, created_at counts against the end of that day.
     def ingest(folder, today):
-        return ingest_delivery(warehouse_con, folder, warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"), today)
+        return ingest_delivery(warehouse_con, folder, warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"), today,
+                               validator=validator)
 
     assert ingest(write_delivery(tmp_path / "a", created_at="2026-07-04T23:30:00Z"), date(2026, 7, 4)).status == "accepted"
     late = ingest(write_delivery(tmp_path / "b", created_at="2026-07-05T01:30:00Z"), date(2026, 7, 4))
@@ -207,14 +208,15 @@ def test_a_delivery_losing_most_of_a_table_to_quarantine_is_refused_with_the_sha
     assert ingest_folder(correction).status == "accepted"
 
 
-def test_a_symlinked_delivery_folder_is_refused_and_recorded(tmp_path, warehouse_con):
+def test_a_symlinked_delivery_folder_is_refused_and_recorded(tmp_path, warehouse_con, validator):
     from vigil.ingest.load import ingest_all
 
     real = write_delivery(tmp_path / "elsewhere")
     landing = tmp_path / "landing"
     landing.mkdir()
     (landing / real.name).symlink_to(real, target_is_directory=True)
-    [outcome] = ingest_all(warehouse_con, [landing], warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"))
+    [outcome] = ingest_all(warehouse_con, [landing], warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"),
+                           validator=validator)
     assert outcome.status == "refused"
     assert outcome.message == f"{landing / real.name}: the delivery folder is a symlink: deliver the folder itself"
     assert warehouse_con.execute("SELECT status, folder FROM audit.delivery_receipts").fetchall() == [

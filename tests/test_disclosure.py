@@ -242,6 +242,7 @@ study_strategy = st.tuples(
 )
 
 
+@pytest.mark.slow  # 120 generated studies, ~15-30 s
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(study_strategy)
 def test_random_small_studies_export_no_small_count_and_nothing_recoverable(case):

@@ -19,6 +19,7 @@ import pytest
 from helpers import many_rows, write_delivery
 
 from vigil import warehouse
+from vigil.ingest import validation
 from vigil.ingest.load import ingest_delivery
 from vigil.report.render import current_report
 from vigil.analysis.runs import analyse
@@ -44,7 +45,8 @@ def base(tmp_path_factory) -> Path:
     with warehouse.connect(db) as con:
         warehouse.create_layout(con)
         for folder in synth.deliveries:
-            assert ingest_delivery(con, folder, warehouse.gx_dir_for(db)).status == "accepted"
+            assert ingest_delivery(con, folder, warehouse.gx_dir_for(db),
+                                   validator=validation.SQL_RULE_COUNTS).status == "accepted"
         run_id = analyse(con).run_id
     render_report(db, warehouse.default_report_dir(db), run_id)
     publish_snapshot(db, run_id)
@@ -201,6 +203,7 @@ class _LosesAnError:
         return self._con.execute(sql, *args)
 
 
+@pytest.mark.gx  # the statement fails while GX validates the delivery on its thread
 def test_a_statement_failing_inside_the_load_is_reported_and_nothing_is_kept(tmp_path, monkeypatch):
     import vigil.ingest.load as ingest_module
 
@@ -243,12 +246,15 @@ CAPPED_INGEST = ("import resource, sys; from pathlib import Path; "
                  "print(o.message)")
 
 
+@pytest.mark.gx  # each capped child ingests with GX, as vigil does
+@pytest.mark.slow
 def test_a_full_disk_during_a_load_is_named_and_leaves_the_earlier_state(tmp_path):
     rng = random.Random(4)
     db = tmp_path / "wh" / "vigil.duckdb"
     with warehouse.connect(db) as con:
         warehouse.create_layout(con)
-        first = ingest_delivery(con, write_delivery(tmp_path / "a", many_rows(50)), warehouse.gx_dir_for(db))
+        first = ingest_delivery(con, write_delivery(tmp_path / "a", many_rows(50)), warehouse.gx_dir_for(db),
+                                validator=validation.SQL_RULE_COUNTS)
     correction = write_delivery(tmp_path / "b", many_rows(20000, sex="M"), created_at="2026-07-10T00:00:00Z")
     size = db.stat().st_size
     for _ in range(KILLS):
@@ -263,7 +269,8 @@ def test_a_full_disk_during_a_load_is_named_and_leaves_the_earlier_state(tmp_pat
                 [(first.delivery_id,)]
             assert con.execute("SELECT count(*), min(sex) FROM staging.patients").fetchone() == (50, "F")
     with warehouse.connect(db) as con:
-        assert ingest_delivery(con, correction, warehouse.gx_dir_for(db)).status == "accepted"
+        assert ingest_delivery(con, correction, warehouse.gx_dir_for(db),
+                               validator=validation.SQL_RULE_COUNTS).status == "accepted"
         assert con.execute("SELECT count(*), min(sex) FROM staging.patients").fetchone() == (20000, "M")
 
 

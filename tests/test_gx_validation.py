@@ -15,9 +15,11 @@ from datetime import date
 import duckdb
 import pytest
 
-from vigil.ingest import validation as gx_validation as gv
+from vigil.ingest import validation as gv
 from vigil.contract import load_contract
 from vigil.ingest.rules import frame_columns, typed_expression, violation_sql
+
+pytestmark = pytest.mark.gx
 
 CONTRACT = load_contract()
 DATA_CUT = date(2026, 6, 30)
@@ -257,9 +259,9 @@ def test_data_docs_site_is_built_in_gx_dir(adversarial_delivery):
     assert f"{LABEL}-1" in html and f"{LABEL}-2" in html  # both deliveries listed
 
 
-def test_clean_delivery_passes(tmp_path):
+def test_clean_delivery_passes(shared_gx_dir):
     frames, sql_counts = frames_of(CLEAN_ROWS)
-    validation = gv.validate_delivery(tmp_path / "gx", LABEL, frames, DATA_CUT,
+    validation = gv.validate_delivery(shared_gx_dir, LABEL, frames, DATA_CUT,
                                       {t: len(rows) for t, rows in CLEAN_ROWS.items()})
     assert validation.success is True
     for table_name, table in validation.tables.items():
@@ -279,9 +281,9 @@ def test_a_reused_gx_dir_validates_each_delivery_against_its_own_data_cut(tmp_pa
     assert validation.success is False
 
 
-def test_row_count_other_than_the_manifest_fails(tmp_path):
+def test_row_count_other_than_the_manifest_fails(shared_gx_dir):
     frames, _ = frames_of({"patients": CLEAN_ROWS["patients"]})
-    validation = gv.validate_delivery(tmp_path / "gx", LABEL, frames, DATA_CUT, {"patients": 3})
+    validation = gv.validate_delivery(shared_gx_dir, LABEL, frames, DATA_CUT, {"patients": 3})
     table = validation.tables["patients"]
     assert table.success is False
     assert table.table_checks == {"columns": True, "row_count": False}
@@ -292,77 +294,77 @@ def test_row_count_other_than_the_manifest_fails(tmp_path):
 # the semantics that GX's defaults would get wrong
 
 
-def _one_table_counts(tmp_path, table_name, rows):
+def _one_table_counts(gx_dir, table_name, rows):
     frames, sql_counts = frames_of({table_name: rows})
-    validation = gv.validate_delivery(tmp_path / "gx", LABEL, frames, DATA_CUT, {})
+    validation = gv.validate_delivery(gx_dir, LABEL, frames, DATA_CUT, {})
     return validation.tables[table_name].unexpected_counts, sql_counts[table_name]
 
 
-def test_pattern_is_a_full_match_so_a_trailing_newline_breaks_it(tmp_path):
+def test_pattern_is_a_full_match_so_a_trailing_newline_breaks_it(shared_gx_dir):
     good = dict(CLEAN_ROWS["patients"][0])
     rows = [good, {**good, "patient_id": "DK01-0000AAAA\n"}, {**good, "patient_id": "xDK01-0000AAAA"}]
-    gx_counts, sql_counts = _one_table_counts(tmp_path, "patients", rows)
+    gx_counts, sql_counts = _one_table_counts(shared_gx_dir, "patients", rows)
     assert gx_counts["patients.patient_id.bad_format.1"] == sql_counts["patients.patient_id.bad_format.1"] == 2
 
 
-def test_when_condition_restricts_a_rule_to_its_rows(tmp_path):
+def test_when_condition_restricts_a_rule_to_its_rows(shared_gx_dir):
     base = CLEAN_ROWS["follow_up"][1]
     rows = [{**base, "end_reason": "death", "death_date": None},           # death without date
             {**base, "end_reason": "death", "death_date": "2026-01-01"},   # date != end of follow-up
             {**base, "end_reason": "withdrawal", "death_date": None},      # not a death: no rule
             {**base, "end_reason": "other", "death_date": "2026-01-01"}]   # not a death: no rule
-    gx_counts, sql_counts = _one_table_counts(tmp_path, "follow_up", rows)
+    gx_counts, sql_counts = _one_table_counts(shared_gx_dir, "follow_up", rows)
     assert gx_counts["follow_up.death_date.death_inconsistent.2"] == 1
     assert gx_counts["follow_up.death_date.death_inconsistent.3"] == 1
     assert gx_counts == sql_counts
 
 
-def test_every_copy_of_a_duplicate_key_counts_and_missing_keys_do_not(tmp_path):
+def test_every_copy_of_a_duplicate_key_counts_and_missing_keys_do_not(shared_gx_dir):
     base = CLEAN_ROWS["alemtuzumab_infusions"][0]
     rows = [base, base, base,
             {**base, "infusion_date": "2024-03-02"},
             {**base, "infusion_date": None}, {**base, "infusion_date": None},
             {**base, "infusion_date": "2024-13-01"}, {**base, "infusion_date": "2024-13-01"}]
-    gx_counts, sql_counts = _one_table_counts(tmp_path, "alemtuzumab_infusions", rows)
+    gx_counts, sql_counts = _one_table_counts(shared_gx_dir, "alemtuzumab_infusions", rows)
     assert gx_counts["alemtuzumab_infusions.patient_id+infusion_date.duplicate_key"] == 3
     assert gx_counts == sql_counts
 
 
-def test_bounds_are_inclusive_except_a_strict_minimum(tmp_path):
+def test_bounds_are_inclusive_except_a_strict_minimum(shared_gx_dir):
     base = CLEAN_ROWS["alemtuzumab_infusions"][0]
     rows = [{**base, "infusion_date": "2026-06-30", "dose_mg": "60"},   # on the data cut, on the max
             {**base, "infusion_date": "2026-07-01", "dose_mg": "0"},    # a day after, on a strict min
             {**base, "infusion_date": "2024-01-01", "dose_mg": "-0"}]
-    gx_counts, sql_counts = _one_table_counts(tmp_path, "alemtuzumab_infusions", rows)
+    gx_counts, sql_counts = _one_table_counts(shared_gx_dir, "alemtuzumab_infusions", rows)
     assert gx_counts["alemtuzumab_infusions.infusion_date.after_data_cut.1"] == 1
     assert gx_counts["alemtuzumab_infusions.dose_mg.out_of_range.1"] == 2
     assert gx_counts == sql_counts
 
 
-def test_extreme_values_count_like_the_sql(tmp_path):
+def test_extreme_values_count_like_the_sql(shared_gx_dir):
     rows = [{"birth_year": "99999999999999999"}, {"birth_year": None}, {"birth_year": "1980"}]
-    gx_counts, sql_counts = _one_table_counts(tmp_path, "patients", rows)
+    gx_counts, sql_counts = _one_table_counts(shared_gx_dir, "patients", rows)
     assert gx_counts == sql_counts
     rows = [{"death_date": "2020-01-01"}, {"death_date": "9999-12-31"}, {"death_date": "0001-01-01"}]
-    gx_counts, sql_counts = _one_table_counts(tmp_path, "follow_up", rows)
+    gx_counts, sql_counts = _one_table_counts(shared_gx_dir, "follow_up", rows)
     assert gx_counts["follow_up.death_date.after_data_cut.1"] == 1
     assert gx_counts == sql_counts
 
 
-def test_the_workspace_is_empty_after_a_validation(tmp_path):
+def test_the_workspace_is_empty_after_a_validation(shared_gx_dir):
     from vigil.ingest import gx_workspace
 
     frames, _ = frames_of({"patients": CLEAN_ROWS["patients"]})
-    gv.validate_delivery(tmp_path / "gx", LABEL, frames, DATA_CUT, {"patients": 2})
+    gv.validate_delivery(shared_gx_dir, LABEL, frames, DATA_CUT, {"patients": 2})
     with gx_workspace.own().cursor() as workspace:
         assert workspace.execute("SELECT count(*) FROM duckdb_tables()").fetchall() == [(0,)]
 
 
-def test_pandas_and_arrow_frames_get_the_same_counts(tmp_path):
+def test_pandas_and_arrow_frames_get_the_same_counts(shared_gx_dir):
     rows = {t: adversarial_rows(t, 100, 3) for t in ("patients", "infections")}
     for pandas in (False, True):
         built = {t: build_frame(t, r, pandas=pandas) for t, r in rows.items()}
-        validation = gv.validate_delivery(tmp_path / "gx", f"{LABEL}-{pandas}", {t: f for t, (f, _) in built.items()},
+        validation = gv.validate_delivery(shared_gx_dir, f"{LABEL}-{pandas}", {t: f for t, (f, _) in built.items()},
                                           DATA_CUT, {})
         for table_name, (_, sql_counts) in built.items():
             assert validation.tables[table_name].unexpected_counts == sql_counts, (pandas, table_name)

@@ -27,6 +27,7 @@ from helpers import ingest_in_child, rehash, valid_rows, write_delivery
 
 from vigil import warehouse
 from vigil.contract import load_contract
+from vigil.ingest import validation
 from vigil.ingest.load import ingest_delivery
 from vigil.synth import file_sha256
 
@@ -45,7 +46,7 @@ def loaded_db(tmp_path_factory) -> Path:
     con = warehouse.connect(db)
     warehouse.create_layout(con)
     outcome = ingest_delivery(con, write_delivery(root / "in", valid_rows("SE02"), site="SE02"),
-                              warehouse.gx_dir_for(db))
+                              warehouse.gx_dir_for(db), validator=validation.SQL_RULE_COUNTS)
     con.close()
     assert outcome.status == "accepted", outcome.message
     return db
@@ -62,8 +63,9 @@ def con(loaded_db, tmp_path):
 
 
 @pytest.fixture
-def ingest(con, tmp_path):
-    return lambda folder: ingest_delivery(con, folder, warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"))
+def ingest(con, tmp_path, validator):
+    return lambda folder: ingest_delivery(con, folder, warehouse.gx_dir_for(tmp_path / "wh" / "vigil.duckdb"),
+                                          validator=validator)
 
 
 def warehouse_state(con) -> tuple:
@@ -431,6 +433,7 @@ def test_two_gigabytes_of_garbage_are_refused_early_in_bounded_memory(tmp_path, 
     assert peak_mb < 512
 
 
+@pytest.mark.flow  # the CLI starts Prefect's temporary server
 def test_cli_refuses_hostile_deliveries_one_line_each_without_traceback(tmp_path):
     """The one CLI run (each starts Prefect's temporary server): exit 3 and one line per problem."""
     landing = tmp_path / "landing"

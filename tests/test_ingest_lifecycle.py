@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 from helpers import P1, valid_rows, write_delivery
+
+# Several loads into a warehouse file per test (validated by SQL unless marked gx): seconds each.
+pytestmark = pytest.mark.slow
 
 
 def _snapshot(con):
@@ -104,6 +108,7 @@ def test_audit_is_append_only_and_a_correction_points_at_what_it_supersedes(tmp_
                                  [first.delivery_id]).fetchone()[0] > 0  # the superseded delivery's record stays
 
 
+@pytest.mark.gx  # GX reads the scratch database through cursors of the warehouse connection
 def test_a_load_leaves_no_scratch_database_and_the_warehouse_closes_with_its_connection(
         tmp_path, ingest_folder, warehouse_con):
     # The load reads into an attached in-memory database that GX reads through cursors of the

@@ -4,6 +4,9 @@ line; the rest of the delivery loads; received = staging + quarantined."""
 import pytest
 from helpers import CUT, P1, P2, valid_rows, write_delivery
 
+# A warehouse file and a load per test (validated by SQL, see the `validator` fixture): a second each.
+pytestmark = pytest.mark.slow
+
 P3 = "DK01-00000000000000C3"
 
 

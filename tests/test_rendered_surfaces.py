@@ -28,7 +28,7 @@ import duckdb
 import pytest
 from helpers import SITE, many_rows, rehash, valid_rows, write_delivery
 
-from vigil.ingest import validation as gx_validation as gv
+from vigil.ingest import validation as gv
 from vigil import warehouse
 from vigil.report.disclosure import neutralise_formula
 from vigil.inert import inert
@@ -36,7 +36,7 @@ from vigil.ingest.load import ingest_delivery
 from vigil.report import render_report
 from vigil.analysis.runs import analyse
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.gx, pytest.mark.slow]  # GX's Data Docs and results; a PDF
 
 # Printable hostile text: markup, entities, templates, formulas. Each holds a distinctive marker.
 MARKUP = [

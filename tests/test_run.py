@@ -8,6 +8,9 @@ from vigil.analysis import runs as run_module
 from vigil.warehouse import snapshots
 from vigil import warehouse
 
+# Two loads, an analysis and snapshots per test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def loaded(tmp_path, ingest_folder, warehouse_con, monkeypatch):

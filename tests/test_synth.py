@@ -440,7 +440,7 @@ def test_truth_matches_an_independent_computation_of_the_sap(name, request):
 
 
 def test_every_written_icd10_code_means_what_quan_2005_says():
-    from vigil.synth import _CODE_CATEGORY, _OTHER_FORMS
+    from vigil.synth.parameters import _CODE_CATEGORY, _OTHER_FORMS
     for code, category in _CODE_CATEGORY.select("icd10_code", "category").iter_rows():
         assert quan_categories(code) == {category}, code
     for code in _OTHER_FORMS.ravel():
@@ -451,7 +451,7 @@ def test_every_written_icd10_code_means_what_quan_2005_says():
 def test_the_generator_speaks_the_study_code_lists():
     """The truth is only the pipeline's answer if both read diagnoses, terms and DMTs alike."""
     from vigil.resources import CODELIST_DIR
-    from vigil.synth import _CODE_CATEGORY, _OTHER_FORMS, CHARLSON_HIERARCHY, HIGH_EFFICACY_DMT
+    from vigil.synth.parameters import _CODE_CATEGORY, _OTHER_FORMS, CHARLSON_HIERARCHY, HIGH_EFFICACY_DMT
     lists = CODELIST_DIR
     charlson = pl.read_csv(lists / "charlson_quan2005_icd10.csv", infer_schema=False)
 
@@ -478,10 +478,11 @@ def test_the_generator_speaks_the_study_code_lists():
 
 def test_strata_have_every_level_at_a_few_thousand_patients(clean):
     cohort = pl.read_parquet(clean.truth).filter("in_cohort")
-    levels = {"charlson_level": {"0", "1", ">=2"}, "prior_dmt_level": {"0", "1", ">=2"},
-              "prior_high_efficacy": {"N", "Y"}, "edss_level": {"0-2.5", "3.0-5.5", ">=6.0", "unknown"},
-              "age_group": {"18-29", "30-39", "40-49", ">=50"}, "sex": {"F", "M", "U"},
-              "site_id": {"DK01", "SE02", "NO03"}}
+    from vigil.cohort.strata import sap_levels
+    from vigil.synth.parameters import _STRATUM_COLUMNS
+
+    levels = {_STRATUM_COLUMNS[v]: set(lvs) for v, lvs in sap_levels().items()} | {"site_id": {"DK01", "SE02", "NO03"}}
+    assert len(levels) == 7
     for column, expected in levels.items():
         assert set(cohort[column]) == expected, column
     assert cohort["death"].any() and cohort["first_serious_date"].is_not_null().any()

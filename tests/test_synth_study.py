@@ -9,6 +9,9 @@ from vigil.contract import load_contract
 from vigil.ingest.load import ingest_all
 from vigil.synth import synthesize_study
 
+# 2,500 generated patients ingested with GX: its counts must equal the SQL's, rule by rule.
+pytestmark = [pytest.mark.gx, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):

@@ -5,6 +5,10 @@ messages, paths) is printed only as inert text (vigil.inert): as a rich Text, or
 where it joins markup of ours, so `[/x]` is printed, not interpreted, and a newline cannot make a line of
 its own. An expected failure (vigil.warehouse.WarehouseError, a report that cannot be made) is one line on
 stderr and exit 1 (2 for a usage error); VIGIL_DEBUG=1 shows the tracebacks as well, Prefect's included.
+
+Global options (before the command): --verbose adds the time each command took and each delivery's
+seconds per load step; --quiet prints only errors (stderr) and each command's final line, without
+progress bars, tables or Prefect's flow and task logs. `_final` prints a command's final line.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from datetime import date
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,14 +31,94 @@ from rich.text import Text
 
 from vigil.inert import console_text, inert
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="vigil: serious infections after alemtuzumab, from site deliveries to the report.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 console = Console()
 err = Console(stderr=True)
 
 EXIT_REFUSED = 3
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+
+# A folder `vigil demo` made holds this file; demo replaces a folder only if it does (or is empty).
+DEMO_MARKER = ".vigil-demo"
+
+
+class Format(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+_verbosity = 0  # -1 --quiet, 0 default, 1 --verbose
+_nested = 0  # > 0 while a command runs inside another (demo): its final line is not the last
+
+
+def set_verbosity(level: int) -> None:
+    """-1 quiet (console output off but for final lines), 0 default, 1 verbose."""
+    global _verbosity
+    _verbosity = level
+    console.quiet = level < 0
+
+
+def _final(*objects, **kwargs) -> None:
+    """A command's final line: printed even with --quiet, unless the command runs inside another."""
+    quiet = console.quiet
+    console.quiet = quiet and _nested > 0
+    try:
+        console.print(*objects, **{"soft_wrap": True, **kwargs})  # one line, however long
+    finally:
+        console.quiet = quiet
+
+
+@contextmanager
+def _inside():
+    global _nested
+    _nested += 1
+    try:
+        yield
+    finally:
+        _nested -= 1
+
+
+@contextmanager
+def _timed(name: str):
+    """With --verbose, the command's wall time after its output."""
+    start = time.perf_counter()
+    yield
+    if _verbosity > 0:
+        console.print(f"{name} took {time.perf_counter() - start:.1f} s", markup=False, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        import importlib.metadata
+
+        console.print(f"vigil {importlib.metadata.version('vigil')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                          help="Print vigil's version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=(
+        "Also print the time each command took and each delivery's seconds per load step."))] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=(
+        "Print only errors (on stderr) and each command's final line: no progress bars, tables or "
+        "Prefect flow and task logs."))] = False,
+) -> None:
+    """vigil: serious infections after alemtuzumab, from site deliveries to the report.
+
+    Exit status of every command: 0 done; 1 an expected failure, said in one line on stderr (e.g. a
+    damaged or busy warehouse, a step that failed); 2 a usage error (a bad option, a missing folder, a
+    path that cannot be used); 3 done, but some delivery was refused (ingest, run); 130 interrupted.
+
+    Environment: VIGIL_DEBUG=1 prints the traceback of an error as well (Prefect's included); VIGIL_DB
+    is the default warehouse file (else warehouse/vigil.duckdb); VIGIL_MAX_QUARANTINE_SHARE overrides
+    the contract's limit on the share of a table's rows a delivery may lose to quarantine.
+    """
+    if verbose and quiet:
+        _fail("--verbose and --quiet cannot be used together", EXIT_USAGE)
+    set_verbosity(1 if verbose else -1 if quiet else 0)
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="Warehouse file (default: $VIGIL_DB or warehouse/vigil.duckdb).")]
 
@@ -106,6 +192,10 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", "CRITICAL")
     for service in ("EventsWorker", "APILogWorker"):
         logging.getLogger(service).setLevel(logging.ERROR)
+    if _verbosity < 0:  # --quiet: no flow and task run logs, no "Starting temporary server"
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+        for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextmanager
@@ -115,6 +205,9 @@ def _progress():
 
     from vigil import progress
 
+    if _verbosity < 0:
+        yield
+        return
     # markup=False: the description names the delivery being loaded.
     columns = (SpinnerColumn(), TextColumn("{task.description:<44}", markup=False), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())
@@ -140,21 +233,24 @@ def _require_folders(paths: list[Path]) -> None:
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the deliveries into.")],
     patients: Annotated[int, typer.Option(min=1, help="Patients in all (split over sites).")] = 2000,
-    sites: Annotated[int, typer.Option(min=1, max=50)] = 3,
-    seed: int = 1,
+    sites: Annotated[int, typer.Option(min=1, max=50, help="Number of sites, one delivery each.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same deliveries.")] = 1,
     faults: Annotated[bool, typer.Option(help="Add rows that break each row rule and one delivery to refuse.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    fmt: Annotated[Format, typer.Option("--format", help="File format of the deliveries.")] = Format.csv,
 ) -> None:
-    """Write synthetic site deliveries that follow the extract spec."""
+    """Write synthetic site deliveries that follow the extract spec.
+
+    Exit status: 0 done, 2 usage error (an option out of range, a --format other than csv or parquet),
+    1 it would overwrite a file already in OUT, or a file could not be written.
+    """
     from vigil.synth import synthesize_study
 
-    if fmt not in ("csv", "parquet"):
-        _fail("--format must be csv or parquet", EXIT_USAGE)
-    with console.status(f"writing {patients:,} patients over {sites} sites"):
+    fmt = Format(fmt).value
+    with _timed("synth"), console.status(f"writing {patients:,} patients over {sites} sites"):
         result = synthesize_study(out, patients=patients, sites=sites, seed=seed, faults=faults, fmt=fmt)
-    console.print(f"wrote {len(result.deliveries)} deliveries to {console_text(out)}")
+    _final(f"wrote {len(result.deliveries)} deliveries to {console_text(out)}")
     for folder in result.deliveries:
-        console.print(Text(f"  {inert(folder)}"))
+        console.print(Text(f"  {inert(folder)}"), soft_wrap=True)  # a path, whole on its line
 
 
 def print_ingest_summary(outcomes) -> None:
@@ -181,6 +277,24 @@ def print_ingest_summary(outcomes) -> None:
         console.print(Text.assemble((inert(o.folder.name), "bold"), inert(said)), soft_wrap=True)
 
 
+def _print_step_seconds(outcomes) -> None:
+    """--verbose: each delivery's seconds per load step."""
+    if _verbosity > 0:
+        for o in outcomes:
+            if o.seconds:
+                steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in o.seconds.items())
+                console.print(Text(f"{inert(o.folder.name)} seconds per load step: {steps}"), soft_wrap=True)
+
+
+def _print_ingest_final(outcomes) -> None:
+    """The ingest's final line: how many deliveries ended how."""
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in ("accepted", "already_loaded", "refused", "failed")}
+    _final(f"{len(outcomes)} deliveries: " + ", ".join(f"{n} {status.replace('_', ' ')}"
+                                                      for status, n in counts.items() if n or status == "accepted"),
+           markup=False, highlight=False)
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Delivery folders, or folders of delivery folders.")],
@@ -201,14 +315,17 @@ def ingest(
     except ValueError:
         _fail(f"--today {today!r} is not an ISO date", EXIT_USAGE)
     db_path = _warehouse(db)
-    with _expected(db_path), warehouse.writer_lock(db_path):
-        warehouse.verify(db_path, write=True)  # a damaged or read-only warehouse: one line, before Prefect starts
-        _quiet_prefect()
-        from pipelines.ingest_flow import ingest_flow
+    with _timed("ingest"):
+        with _expected(db_path), warehouse.writer_lock(db_path):
+            warehouse.verify(db_path, write=True)  # a damaged or read-only warehouse: one line, before Prefect starts
+            _quiet_prefect()
+            from pipelines.ingest_flow import ingest_flow
 
-        with _progress():
-            outcomes = ingest_flow([p.resolve() for p in paths], db_path, today_date)
-    print_ingest_summary(outcomes)
+            with _progress():
+                outcomes = ingest_flow([p.resolve() for p in paths], db_path, today_date)
+        print_ingest_summary(outcomes)
+        _print_step_seconds(outcomes)
+        _print_ingest_final(outcomes)
     if not outcomes:
         err.print("no delivery folders found")
     if any(o.status == "failed" for o in outcomes):
@@ -227,7 +344,7 @@ def print_run_summary(summary) -> None:
                       f"{row['n_remaining']:,} (-{row['n_excluded']:,})")
     console.print(table)
     ev = c["events"]
-    console.print(f"cohort {c['cohort_size']:,} patients, {c['person_years']:,.0f} person-years; first serious "
+    _final(f"cohort {c['cohort_size']:,} patients, {c['person_years']:,.0f} person-years; first serious "
                   f"infections {ev['first_serious']:,}, serious episodes {ev['all_serious']:,}, first "
                   f"opportunistic {ev['first_opportunistic']:,}; course_number disagreements "
                   f"{c['course_disagreements']:,}")
@@ -249,13 +366,14 @@ def analyse(db: DbOption = None) -> None:
     db_path = _warehouse(db)
     if not db_path.exists():
         _fail(f"{db_path} does not exist: ingest deliveries first (vigil ingest)", EXIT_USAGE)
-    with _expected(db_path), warehouse.writer_lock(db_path), console.status("building cohort and analyses"):
-        warehouse.verify(db_path, write=True)
-        with warehouse.connect(db_path) as con:
-            warehouse.create_layout(con)
-            summary = run_analysis(con, {"db": str(db_path)})
-        summary.snapshot = publish_snapshot(db_path, summary.run_id)
-    print_run_summary(summary)
+    with _timed("analyse"):
+        with _expected(db_path), warehouse.writer_lock(db_path), console.status("building cohort and analyses"):
+            warehouse.verify(db_path, write=True)
+            with warehouse.connect(db_path) as con:
+                warehouse.create_layout(con)
+                summary = run_analysis(con, {"db": str(db_path)})
+            summary.snapshot = publish_snapshot(db_path, summary.run_id)
+        print_run_summary(summary)
 
 
 OutOption = Annotated[Optional[Path], typer.Option(
@@ -263,7 +381,7 @@ OutOption = Annotated[Optional[Path], typer.Option(
 
 
 def print_report(result) -> None:
-    console.print(Text(f"report of run {result.run_id}: {inert(result.html)}"))
+    _final(Text(f"report of run {result.run_id}: {inert(result.html)}"))
     console.print(Text(f"  PDF ({result.pages} pages): {inert(result.pdf)}"))
     console.print(Text(f"  tables: {inert(result.tables_dir)} (CSV) and {inert(result.xlsx)}"))
     for warning in result.warnings:
@@ -287,10 +405,11 @@ def report(
     db_path = _warehouse(db)
     if not db_path.exists():
         _fail(f"{db_path} does not exist: ingest and analyse first", EXIT_USAGE)
-    with _expected(db_path), warehouse.writer_lock(db_path), console.status("rendering the report"):
-        warehouse.verify(db_path)
-        result = render_report(db_path, out or warehouse.default_report_dir(db_path), run_id)
-    print_report(result)
+    with _timed("report"):
+        with _expected(db_path), warehouse.writer_lock(db_path), console.status("rendering the report"):
+            warehouse.verify(db_path)
+            result = render_report(db_path, out or warehouse.default_report_dir(db_path), run_id)
+        print_report(result)
 
 
 @app.command()
@@ -308,53 +427,98 @@ def run(
 
     _require_folders(paths)
     db_path = _warehouse(db)
-    with _expected(db_path), warehouse.writer_lock(db_path):
-        warehouse.verify(db_path, write=True)  # a damaged or read-only warehouse: one line, before Prefect starts
-        _quiet_prefect()
-        from pipelines.study_flow import study_pipeline
+    with _timed("run"):
+        with _expected(db_path), warehouse.writer_lock(db_path):
+            warehouse.verify(db_path, write=True)  # a damaged or read-only warehouse: one line, before Prefect starts
+            _quiet_prefect()
+            from pipelines.study_flow import study_pipeline
 
-        with _progress():
-            result = study_pipeline([p.resolve() for p in paths], db_path, out.resolve() if out else None)
-    print_ingest_summary(result["deliveries"])
-    print_run_summary(result["run"])
-    print_report(result["report"])
+            with _progress():
+                result = study_pipeline([p.resolve() for p in paths], db_path, out.resolve() if out else None)
+        with _inside():  # the report's line is the final one
+            print_ingest_summary(result["deliveries"])
+            _print_step_seconds(result["deliveries"])
+            print_run_summary(result["run"])
+        print_report(result["report"])
     if any(o.status == "refused" for o in result["deliveries"]):
         raise typer.Exit(EXIT_REFUSED)
 
 
+def _not_a_demo_study(out: Path) -> str | None:
+    """Why `out` may not be replaced by the demo, or None: it may be a new folder, an empty one, or one
+    an earlier demo made (it holds the regular file DEMO_MARKER)."""
+    if out.is_symlink():
+        return f"--out {out} is a symlink: give the folder itself"
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return f"--out {out} is not a folder"
+    marker = out / DEMO_MARKER
+    if (marker.is_file() and not marker.is_symlink()) or not any(out.iterdir()):
+        return None
+    return (f"--out {out} is not a demo study (it has no {DEMO_MARKER}): vigil demo replaces only a folder "
+            "an earlier demo made; choose a new folder")
+
+
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo study (replaced).")] = Path("demo-study"),
-    patients: int = 3000,
+    out: Annotated[Path, typer.Option(help=(
+        f"Folder for the demo study: a new or empty folder, or an earlier demo study (it holds {DEMO_MARKER}), "
+        "which is replaced whole. Any other folder is refused."))] = Path("demo-study"),
+    patients: Annotated[int, typer.Option(min=1, help="Patients in the synthetic study (over 3 sites).")] = 3000,
 ) -> None:
-    """Synthesize a small study with faults into a landing folder and run the whole pipeline on it."""
+    """Synthesize a small study with faults into a landing folder and run the whole pipeline on it.
+
+    The demo writes a marker file, .vigil-demo, into its folder; a later demo replaces only a folder that
+    holds it (or an empty or new one), so a wrong --out cannot delete your files.
+
+    Exit status: 0 done (the demo's one refused delivery is expected), 2 usage error (--out is not a demo
+    study, is a file or a symlink), 1 a step failed (said in one line).
+    """
     import shutil
 
     from vigil.report.render import current_report
     from vigil.warehouse import default_report_dir
 
-    shutil.rmtree(out, ignore_errors=True)
-    landing, db = out / "landing", out / "warehouse" / "vigil.duckdb"
-    synth(landing, patients=patients, sites=3, seed=1, faults=True, fmt="csv")
-    try:
-        run([landing], db=db, out=None)
-    except typer.Exit as exit_:
-        # The demo's faults include a delivery that must be refused: that is the expected outcome.
-        if exit_.exit_code not in (0, EXIT_REFUSED):
-            raise
-    console.print(Text(f"demo study in {inert(out.resolve())}"))
-    html = (current_report(default_report_dir(db.resolve())) / "report.html").resolve()
-    console.print(Text(f"report: {inert(html)}"))
+    problem = _not_a_demo_study(out)
+    if problem:
+        _fail(problem, EXIT_USAGE)
+    with _timed("demo"):
+        if out.exists():
+            try:
+                shutil.rmtree(out)
+            except OSError as exc:
+                _fail(f"cannot replace the earlier demo study {out}: {exc.strerror or exc}")
+        out.mkdir(parents=True)
+        (out / DEMO_MARKER).write_text("Made by `vigil demo`: the next `vigil demo --out` to this folder replaces "
+                                       "it whole.\n", encoding="utf-8")
+        landing, db = out / "landing", out / "warehouse" / "vigil.duckdb"
+        with _inside():
+            synth(landing, patients=patients, sites=3, seed=1, faults=True, fmt=Format.csv)
+            try:
+                run([landing], db=db, out=None)
+            except typer.Exit as exit_:
+                # The demo's faults include a delivery that must be refused: that is the expected outcome.
+                if exit_.exit_code not in (0, EXIT_REFUSED):
+                    raise
+        console.print(Text(f"demo study in {inert(out.resolve())}"))
+        html = (current_report(default_report_dir(db.resolve())) / "report.html").resolve()
+        _final(Text(f"report: {inert(html)}"))
 
 
 @app.command("contract-docs")
-def contract_docs(out: Path = Path("docs/extract-contract.md")) -> None:
-    """Regenerate the extract contract's documentation from schemas/."""
+def contract_docs(
+    out: Annotated[Path, typer.Option(help="Markdown file to write (replaced).")] = Path("docs/extract-contract.md"),
+) -> None:
+    """Regenerate the extract contract's documentation from schemas/.
+
+    Exit status: 0 done, 1 the file could not be written.
+    """
     from vigil.contract.docs import render
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(), encoding="utf-8")
-    console.print(Text(f"wrote {inert(out)}"))
+    _final(Text(f"wrote {inert(out)}"))
 
 
 def main() -> None:

@@ -1,22 +1,20 @@
 -- analysis.strata_levels
 -- Purpose: the baseline stratum variables, their levels in the SAP's order and the reference
 --          level of each (SAP 3), so that tables and models take order and reference from data.
--- Grain:   one row per stratum variable and level. Every level of the SAP is listed, also when
---          no patient has it; site levels are the sites of the cohort, in alphabetical order.
+-- Grain:   one row per stratum variable and level. Every level of codelists.strata (codelists/strata.csv)
+--          is listed, also when no patient has it; a variable whose levels come from the data
+--          (rule data: site) has the values of the cohort, in alphabetical order.
 CREATE OR REPLACE TABLE analysis.strata_levels AS
-WITH sap_level(variable, variable_order, level, level_order) AS (
-    VALUES
-        ('age_group', 1, '18-29', 1), ('age_group', 1, '30-39', 2), ('age_group', 1, '40-49', 3), ('age_group', 1, '>=50', 4),
-        ('sex', 2, 'F', 1), ('sex', 2, 'M', 2), ('sex', 2, 'U', 3),
-        ('charlson', 3, '0', 1), ('charlson', 3, '1', 2), ('charlson', 3, '>=2', 3),
-        ('prior_dmt', 4, '0', 1), ('prior_dmt', 4, '1', 2), ('prior_dmt', 4, '>=2', 3),
-        ('prior_high_efficacy', 5, 'N', 1), ('prior_high_efficacy', 5, 'Y', 2),
-        ('edss', 6, '0-2.5', 1), ('edss', 6, '3.0-5.5', 2), ('edss', 6, '>=6.0', 3), ('edss', 6, 'unknown', 4)
+WITH sap_level AS (
+    SELECT variable, variable_order, level, level_order
+    FROM codelists.strata
+    WHERE rule <> 'data'
 ),
 site_level AS (
-    SELECT 'site' AS variable, 7 AS variable_order, site AS level,
-           CAST(row_number() OVER (ORDER BY site) AS INTEGER) AS level_order
-    FROM (SELECT DISTINCT site FROM cohort.patients)
+    SELECT s.variable, s.variable_order, p.site AS level,
+           CAST(row_number() OVER (ORDER BY p.site) AS INTEGER) AS level_order
+    FROM (SELECT DISTINCT site FROM cohort.patients) AS p
+    JOIN codelists.strata AS s ON s.variable = 'site' AND s.rule = 'data'
 ),
 level AS (
     SELECT * FROM sap_level
@@ -49,7 +47,7 @@ ORDER BY l.variable_order, l.level_order;
 
 COMMENT ON TABLE analysis.strata_levels IS 'Baseline stratum variables with their levels in SAP order, the reference level (first listed; site: first alphabetically) and the cohort count. Grain: stratum variable and level. SAP 3.';
 COMMENT ON COLUMN analysis.strata_levels.variable IS 'Stratum variable = column name in cohort.patients and the analysis datasets.';
-COMMENT ON COLUMN analysis.strata_levels.variable_order IS 'Order of the variable in tables (age_group, sex, charlson, prior_dmt, prior_high_efficacy, edss, site).';
+COMMENT ON COLUMN analysis.strata_levels.variable_order IS 'Order of the variable in tables (codelists.strata.variable_order).';
 COMMENT ON COLUMN analysis.strata_levels.level IS 'Level of the variable as it appears in the data.';
 COMMENT ON COLUMN analysis.strata_levels.level_order IS 'Order of the level within its variable, 1 = reference.';
 COMMENT ON COLUMN analysis.strata_levels.is_reference IS 'True for the reference level of the variable.';

@@ -5,14 +5,20 @@
 -- Rules:   died = the death falls in follow-up, i.e. death_date = exit_date (a death_date after
 --          followup_end_date is outside follow-up: the patient is censored at exit).
 --          follow_up_days = (exit_date - index_date) + 1: the index day and the exit day both count.
---          Strata and levels (reference level first):
---            charlson            0 | 1 | >=2       Charlson index (cohort.charlson_conditions)
---            prior_dmt           0 | 1 | >=2       distinct dmt_code started before index
---            prior_high_efficacy N | Y             a high-efficacy DMT started before index
---            edss                0-2.5 | 3.0-5.5 | >=6.0 | unknown   baseline EDSS
---            age_group           18-29 | 30-39 | 40-49 | >=50
---            sex                 F | M | U
+--          Strata: each stratum column is the level that codelists.strata (codelists/strata.csv, the one
+--          definition of the levels, their order and cut-points) gives the baseline quantity named in
+--          its column source:
+--            charlson            charlson_score: Charlson index (cohort.charlson_conditions)
+--            prior_dmt           prior_dmt_count: distinct dmt_code started before index
+--            prior_high_efficacy prior_high_efficacy_class: Y if a DMT started before index has
+--                                codelists.dmt_classes.high_efficacy = Y, else N
+--            edss                edss_score: baseline EDSS (cohort.baseline_edss), NULL = the missing level
+--            age_group           age_at_index
+--            sex                 sex as delivered
 --            site                the site_id (reference: first in alphabetical order)
+--          rule range: lower <= score < upper (no upper: no bound), rule equals: value = the source,
+--          rule missing: the source is NULL. The loader checks that the ranges of a variable are
+--          contiguous and do not overlap, so each join below finds at most one level.
 CREATE OR REPLACE TABLE cohort.patients AS
 WITH cohort_member AS (
     SELECT * FROM cohort.eligibility WHERE excluded_at_step IS NULL
@@ -43,7 +49,7 @@ baseline AS (
         coalesce(death_date = exit_date, false) AS died,
         coalesce(ch.charlson_score, 0) AS charlson_score,
         coalesce(pd.prior_dmt_count, 0) AS prior_dmt_count,
-        coalesce(pd.any_high_efficacy, false) AS any_high_efficacy,
+        CASE WHEN coalesce(pd.any_high_efficacy, false) THEN 'Y' ELSE 'N' END AS prior_high_efficacy_class,
         e.edss_score,
         e.edss_date,
         coalesce(cf.n_courses, 0) AS n_courses
@@ -52,6 +58,10 @@ baseline AS (
     LEFT JOIN prior_dmt AS pd USING (patient_id)
     LEFT JOIN cohort.baseline_edss AS e USING (patient_id)
     LEFT JOIN courses_in_follow_up AS cf USING (patient_id)
+),
+stratum AS (
+    SELECT variable, rule, level, coalesce(lower, '-infinity') AS lower, coalesce(upper, 'infinity') AS upper, value
+    FROM codelists.strata
 )
 SELECT
     patient_id,
@@ -76,27 +86,38 @@ SELECT
     (exit_date - index_date + 1) / 365.25 AS person_years,
     n_courses,
     charlson_score,
-    CASE WHEN charlson_score = 0 THEN '0' WHEN charlson_score = 1 THEN '1' ELSE '>=2' END AS charlson,
+    charlson_level.level AS charlson,
     prior_dmt_count,
-    CASE WHEN prior_dmt_count = 0 THEN '0' WHEN prior_dmt_count = 1 THEN '1' ELSE '>=2' END AS prior_dmt,
-    CASE WHEN any_high_efficacy THEN 'Y' ELSE 'N' END AS prior_high_efficacy,
+    prior_dmt_level.level AS prior_dmt,
+    prior_high_efficacy_level.level AS prior_high_efficacy,
     edss_score,
     edss_date,
     CASE
-        WHEN edss_score IS NULL THEN 'unknown'
-        WHEN edss_score < 3.0 THEN '0-2.5'
-        WHEN edss_score < 6.0 THEN '3.0-5.5'
-        ELSE '>=6.0'
+        WHEN edss_score IS NULL
+            THEN (SELECT level FROM stratum WHERE variable = 'edss' AND rule = 'missing')
+        ELSE edss_level.level
     END AS edss,
-    CASE
-        WHEN age_at_index < 30 THEN '18-29'
-        WHEN age_at_index < 40 THEN '30-39'
-        WHEN age_at_index < 50 THEN '40-49'
-        ELSE '>=50'
-    END AS age_group,
-    sex,
+    age_level.level AS age_group,
+    sex_level.level AS sex,
     site_id AS site
-FROM baseline
+FROM baseline AS b
+LEFT JOIN stratum AS charlson_level
+    ON charlson_level.variable = 'charlson' AND charlson_level.rule = 'range'
+   AND b.charlson_score >= charlson_level.lower AND b.charlson_score < charlson_level.upper
+LEFT JOIN stratum AS prior_dmt_level
+    ON prior_dmt_level.variable = 'prior_dmt' AND prior_dmt_level.rule = 'range'
+   AND b.prior_dmt_count >= prior_dmt_level.lower AND b.prior_dmt_count < prior_dmt_level.upper
+LEFT JOIN stratum AS prior_high_efficacy_level
+    ON prior_high_efficacy_level.variable = 'prior_high_efficacy' AND prior_high_efficacy_level.rule = 'equals'
+   AND b.prior_high_efficacy_class = prior_high_efficacy_level.value
+LEFT JOIN stratum AS edss_level
+    ON edss_level.variable = 'edss' AND edss_level.rule = 'range'
+   AND b.edss_score >= edss_level.lower AND b.edss_score < edss_level.upper
+LEFT JOIN stratum AS age_level
+    ON age_level.variable = 'age_group' AND age_level.rule = 'range'
+   AND b.age_at_index >= age_level.lower AND b.age_at_index < age_level.upper
+LEFT JOIN stratum AS sex_level
+    ON sex_level.variable = 'sex' AND sex_level.rule = 'equals' AND b.sex = sex_level.value
 ORDER BY patient_id;
 
 COMMENT ON TABLE cohort.patients IS 'The study cohort: patients who pass the five SAP attrition steps, with index date, exit date, death in follow-up and the baseline strata assessed at the index date. Grain: cohort patient. SAP 1 and 3.';
@@ -118,13 +139,13 @@ COMMENT ON COLUMN cohort.patients.follow_up_days IS 'Follow-up in days = (exit_d
 COMMENT ON COLUMN cohort.patients.person_years IS 'Follow-up in person-years = follow_up_days / 365.25.';
 COMMENT ON COLUMN cohort.patients.n_courses IS 'Number of derived alemtuzumab courses started from index to exit.';
 COMMENT ON COLUMN cohort.patients.charlson_score IS 'Charlson comorbidity index at index (Quan 2005 ICD-10, Charlson 1987 weights, severe form supersedes mild).';
-COMMENT ON COLUMN cohort.patients.charlson IS 'Stratum charlson: 0 (reference), 1, >=2.';
+COMMENT ON COLUMN cohort.patients.charlson IS 'Stratum charlson: the level of charlson_score in codelists.strata (levels in order there, the first the reference).';
 COMMENT ON COLUMN cohort.patients.prior_dmt_count IS 'Number of distinct dmt_code with start_date before index.';
-COMMENT ON COLUMN cohort.patients.prior_dmt IS 'Stratum prior_dmt: 0 (reference), 1, >=2.';
-COMMENT ON COLUMN cohort.patients.prior_high_efficacy IS 'Stratum prior_high_efficacy: Y if a high-efficacy class DMT started before index, else N (reference).';
+COMMENT ON COLUMN cohort.patients.prior_dmt IS 'Stratum prior_dmt: the level of prior_dmt_count in codelists.strata (levels in order there, the first the reference).';
+COMMENT ON COLUMN cohort.patients.prior_high_efficacy IS 'Stratum prior_high_efficacy: whether a high-efficacy class DMT started before index, as the level of codelists.strata (Y if one did, N otherwise; N is the reference).';
 COMMENT ON COLUMN cohort.patients.edss_score IS 'Baseline EDSS score; NULL if none in the window.';
 COMMENT ON COLUMN cohort.patients.edss_date IS 'Date of the baseline EDSS assessment; NULL if none.';
-COMMENT ON COLUMN cohort.patients.edss IS 'Stratum edss: 0-2.5 (reference), 3.0-5.5, >=6.0, unknown (no assessment in the window).';
-COMMENT ON COLUMN cohort.patients.age_group IS 'Stratum age_group: 18-29 (reference), 30-39, 40-49, >=50.';
-COMMENT ON COLUMN cohort.patients.sex IS 'Stratum sex: F (reference), M, U (unknown).';
+COMMENT ON COLUMN cohort.patients.edss IS 'Stratum edss: the level of edss_score in codelists.strata; its missing level when there is no assessment in the window.';
+COMMENT ON COLUMN cohort.patients.age_group IS 'Stratum age_group: the level of age_at_index in codelists.strata (levels in order there, the first the reference).';
+COMMENT ON COLUMN cohort.patients.sex IS 'Stratum sex: the level of the delivered sex in codelists.strata (F, M, U (unknown); F is the reference).';
 COMMENT ON COLUMN cohort.patients.site IS 'Stratum site: the site_id (reference: first in alphabetical order).';

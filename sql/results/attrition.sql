@@ -1,7 +1,8 @@
 -- results.attrition
 -- Purpose: the cohort attrition of a run, kept with the run that made it (SAP 1; SAP 6 traceability).
 -- Grain:   one row per run and SAP attrition step (1 to 5).
--- Usage:   executed with the parameter run_id (an integer, increasing, shared by every results table of a run).
+-- Usage:   created here; vigil.analysis.results.insert_attrition copies cohort.attrition into it as run run_id
+--          (an integer, increasing, shared by every results table of a run) in the run's transaction.
 --          The primary key refuses a second insert of the same run: a run's results are never overwritten.
 CREATE TABLE IF NOT EXISTS results.attrition (
     run_id BIGINT NOT NULL,
@@ -18,8 +19,3 @@ COMMENT ON COLUMN results.attrition.step IS 'SAP attrition step, 1 to 5, in the 
 COMMENT ON COLUMN results.attrition.description IS 'The step''s criterion, in words.';
 COMMENT ON COLUMN results.attrition.n_remaining IS 'Patients remaining after the step (exact; disclosure control applies only to what leaves the database).';
 COMMENT ON COLUMN results.attrition.n_excluded IS 'Patients excluded at this step (the first step they fail).';
-
-INSERT INTO results.attrition (run_id, step, description, n_remaining, n_excluded)
-SELECT $run_id, step, description, n_remaining, n_excluded
-FROM cohort.attrition
-ORDER BY step;

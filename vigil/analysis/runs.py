@@ -16,10 +16,10 @@ from pathlib import Path
 import duckdb
 
 from vigil import resources, warehouse
-from vigil.warehouse.sqlfiles import execute_file, sql_file
+from vigil.analysis import results
 
 SAP_VERSION = "1.0"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.0"
-RUNS_SQL = sql_file("results", "runs")
+RUNS_SQL = results.table_file(results.RUNS)
 
 
 @dataclass
@@ -59,32 +59,74 @@ def _current_deliveries(con: duckdb.DuckDBPyConnection) -> list[dict]:
             for d, s, c, t, h in rows]
 
 
+def analysis_parameters(codelists: dict | None) -> dict:
+    """Every parameter that changes a number of the run, read from where it is defined (not retyped):
+    the SAP days (A3, A4), risk windows (A2), outcomes, stratifiers and multivariable model
+    (vigil.analysis.sap), the course gap of the cohort SQL (vigil.cohort.course_gap_days), the SAP
+    version and the code-list versions (name -> version; the sha256 are in results.runs.codelist_versions)."""
+    from vigil.analysis import sap
+    from vigil.cohort import course_gap_days
+
+    return {
+        "sap_version": SAP_VERSION,
+        "days": list(sap.DAYS),
+        "risk_windows": list(sap.RISK_WINDOWS),
+        "course_gap_days": course_gap_days(),
+        "incidence_outcomes": list(sap.INCIDENCE_OUTCOMES),
+        "first_event_outcomes": list(sap.FIRST_EVENT_OUTCOMES),
+        "stratifiers": list(sap.STRATIFIERS),
+        "multivariable": list(sap.MULTIVARIABLE),
+        "codelists": {name: (info or {}).get("version") for name, info in sorted((codelists or {}).items())},
+    }
+
+
+def run_parameters(given: dict | None, codelists: dict | None) -> dict:
+    """What results.runs.parameters records: the caller's parameters (e.g. paths) and analysis_parameters.
+    A caller's key that names an analysis parameter must agree with it (it cannot change it)."""
+    recorded = analysis_parameters(codelists)
+    given = dict(given or {})
+    for key in set(given) & set(recorded):
+        if json.dumps(given[key], default=str) != json.dumps(recorded[key], default=str):
+            raise ValueError(f"parameter {key}={given[key]!r}: the analysis uses {recorded[key]!r}, "
+                             "defined in the code, not by the caller")
+    return {**given, **recorded}
+
+
 def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow_run_id: str | None = None,
             earlier_steps: dict[str, float] | None = None) -> RunSummary:
     """Build cohort, analysis datasets and every results table as run N+1, all or nothing.
-    earlier_steps: timings of what the same flow run did before (the ingest), recorded with the run's own."""
+    parameters: what the caller wants recorded (e.g. paths), kept beside every parameter that changes a
+    number (run_parameters). earlier_steps: timings of what the same flow run did before (the ingest),
+    recorded with the run's own. started_at and finished_at are taken in Python: the start before the
+    transaction begins, the end after the last result is written (DuckDB's current_timestamp would be the
+    transaction's start)."""
+    from vigil.analysis.describe import run_descriptives
     from vigil.analysis.sap import run_analyses
     from vigil.cohort import build_cohort
 
     started_at = datetime.now(timezone.utc)
     steps: dict[str, float] = dict(earlier_steps or {})
-    execute_file(con, RUNS_SQL)
+    results.create_runs_table(con)
     con.execute("BEGIN")
+    run_id = None
     try:
-        (run_id,) = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM results.runs").fetchone()
+        run_id = results.next_run_id(con)
         t0 = time.perf_counter()
         cohort = build_cohort(con, run_id)
         steps["cohort"] = round(time.perf_counter() - t0, 3)
+        recorded_parameters = run_parameters(parameters, cohort.get("codelists"))
         t0 = time.perf_counter()
         analyses = run_analyses(con, run_id)
+        deliveries = _current_deliveries(con)
+        analyses["descriptives"] = run_descriptives(con, run_id, [int(d["delivery_id"]) for d in deliveries])
         steps["analyses"] = round(time.perf_counter() - t0, 3)
-        con.execute("""INSERT INTO results.runs VALUES ($run_id, $started, current_timestamp, 'completed',
-                       $code, $sap, $codelists, $parameters, $deliveries, $flow_run_id, $steps)""", {
-            "run_id": run_id, "started": started_at, "code": code_version(), "sap": SAP_VERSION,
-            "codelists": json.dumps(cohort.get("codelists"), default=str),
-            "parameters": json.dumps(parameters or {}, default=str),
-            "deliveries": json.dumps(_current_deliveries(con), default=str),
-            "flow_run_id": flow_run_id, "steps": json.dumps(steps)})
+        results.insert_run(con, {
+            "run_id": run_id, "started_at": started_at, "finished_at": datetime.now(timezone.utc),
+            "status": "completed", "code_version": code_version(), "sap_version": SAP_VERSION,
+            "codelist_versions": json.dumps(cohort.get("codelists"), default=str),
+            "parameters": json.dumps(recorded_parameters, default=str),
+            "deliveries": json.dumps(deliveries, default=str),
+            "flow_run_id": flow_run_id, "step_seconds": json.dumps(steps)})
         con.execute("COMMIT")
     except duckdb.Error as exc:  # e.g. disk full: a named failure; the previous run's results stay
         warehouse.rollback(con)

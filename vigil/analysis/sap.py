@@ -25,9 +25,11 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from vigil.analysis import results
 from vigil.analysis.cox import cox_model
+from vigil.cohort import strata
 from vigil.stats import survival as sv
-from vigil.warehouse.sqlfiles import execute_file, sql_file
+from vigil.warehouse.sqlfiles import sql_file
 
 RESULT_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
                  "logrank", "cox")
@@ -35,8 +37,8 @@ RESULT_SQL = {name: sql_file("results", name) for name in RESULT_TABLES}
 
 FIRST_EVENT_OUTCOMES = ("first_serious", "first_opportunistic")
 INCIDENCE_OUTCOMES = ("first_serious", "all_serious", "first_opportunistic")
-STRATIFIERS = ("charlson", "prior_dmt", "prior_high_efficacy", "edss", "age_group", "sex", "site")
-MULTIVARIABLE = ("age_group", "sex", "charlson", "prior_dmt", "prior_high_efficacy", "edss")
+STRATIFIERS = strata.stratifiers()  # codelists/strata.csv, in SAP section 3 order
+MULTIVARIABLE = strata.multivariable()  # its variables with multivariable = Y, in variable_order
 DAYS = (30, 180, 365, 730, 1095, 1825)
 RISK_WINDOWS = ("0-30", "31-90", "91-365", ">365")
 METHODS = ("kaplan_meier", "aalen_johansen")
@@ -44,21 +46,16 @@ MISSING = "(missing)"   # a NULL stratum value, which the cohort SQL never produ
 
 
 def create_results_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for file in RESULT_SQL.values():
-        execute_file(con, file)
+    results.create_tables(con, RESULT_TABLES)
 
 
 def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     """Compute SAP A1-A5 for every outcome and stratifier and append them to the results tables as
     run `run_id`. Refuses a run_id that any of these tables already holds. Returns the rows written
     per table and the seconds per step."""
-    if isinstance(run_id, bool) or not isinstance(run_id, int):
-        raise TypeError(f"run_id must be an integer, not {run_id!r}")
+    results.check_run_id(run_id)
     create_results_tables(con)
-    for table in RESULT_TABLES:
-        (n,) = con.execute(f"SELECT count(*) FROM results.{table} WHERE run_id = ?", [run_id]).fetchone()
-        if n:
-            raise ValueError(f"results.{table} already holds run {run_id}: a run's results are never overwritten")
+    results.refuse_existing_run(con, run_id, RESULT_TABLES)
     levels = strata_levels(con)
     seconds: dict[str, float] = {}
     frames: dict[str, pl.DataFrame] = {}
@@ -80,7 +77,7 @@ def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     started = time.perf_counter()
     rows = {}
     for table, frame in frames.items():
-        rows[table] = _insert(con, table, frame.with_columns(pl.lit(run_id, dtype=pl.Int64).alias("run_id")))
+        rows[table] = results.insert_frame(con, table, frame, run_id)
     seconds["insert"] = round(time.perf_counter() - started, 3)
     return {"run_id": run_id, "rows": rows, "seconds": seconds}
 
@@ -115,20 +112,6 @@ def _grouping_sets(prefix: str, suffix: str = "") -> tuple[str, str, str]:
 
 def _frame(con, query: str, params: dict | None = None) -> pl.DataFrame:
     return con.sql(query, params=params).pl()
-
-
-def _insert(con, table: str, frame: pl.DataFrame) -> int:
-    """Append the frame to results.<table> by column name; NaN and infinities become NULL."""
-    floats = [c for c, t in frame.schema.items() if t in (pl.Float64, pl.Float32)]
-    frame = frame.with_columns([pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
-                                for c in floats])
-    arrow = frame.to_arrow()
-    con.register("_vigil_results_frame", arrow)
-    try:
-        con.execute(f"INSERT INTO results.{table} BY NAME SELECT * FROM _vigil_results_frame")
-    finally:
-        con.unregister("_vigil_results_frame")
-    return frame.height
 
 
 def _rates(frame: pl.DataFrame, events: str = "n_events", person_years: str = "person_years") -> pl.DataFrame:

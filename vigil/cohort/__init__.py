@@ -8,12 +8,28 @@ The definitions themselves are in the SQL files and docs/cohort-definitions.md.
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 from vigil.cohort.codelists import load_codelists
-from vigil.warehouse.sqlfiles import execute_file, build_layer, sql_file
+from vigil.warehouse.sqlfiles import build_layer, sql_file
 
-ATTRITION_SQL = sql_file("results", "attrition")
+COURSES_SQL = sql_file("cohort", "infusion_courses")
+_COURSE_GAP = re.compile(r"days_since_previous_infusion\s*>\s*(\d+)")
+
+
+def course_gap_days() -> int:
+    """The gap that starts a new alemtuzumab course: an infusion more than this many days after the previous
+    one. Read from the cohort SQL that applies it (sql/cohort/infusion_courses.sql), so the number a run
+    records is the number the run used; an edit that the pattern no longer finds is an error, not a guess."""
+    text = COURSES_SQL.path.read_text(encoding="utf-8")
+    text = re.sub(r"--[^\n]*", "", text)  # the rule as executed, not as described in comments
+    found = set(_COURSE_GAP.findall(text))
+    if len(found) != 1:
+        raise RuntimeError(f"{COURSES_SQL.path.name}: cannot find the one course gap "
+                           f"('days_since_previous_infusion > N'), found {sorted(found)}")
+    return int(found.pop())
 
 
 def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
@@ -22,13 +38,13 @@ def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     Returns counts for the run log: the attrition, the cohort size, course disagreements,
     outcome events, person-years, the relations built and the code list versions.
     """
-    if isinstance(run_id, bool) or not isinstance(run_id, int):
-        raise TypeError(f"run_id must be an integer, not {run_id!r}")
+    from vigil.analysis import results  # the one writer of results.*
+
+    results.check_run_id(run_id)
     codelists = load_codelists(con)
     relations = build_layer(con, "cohort")
     relations += build_layer(con, "analysis")
-    execute_file(con, ATTRITION_SQL, {"run_id": run_id})
-    relations.append(ATTRITION_SQL.qualified_name)
+    relations.append(results.insert_attrition(con, run_id))
 
     attrition = [
         {"step": step, "description": description, "n_remaining": n_remaining, "n_excluded": n_excluded}

@@ -41,14 +41,42 @@ MAX_LINE_BYTES = 2_000_000
 csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
 
 
+@dataclass(frozen=True)
+class ManifestFacts:
+    """What a refused delivery's manifest said, as far as it could be read: for its receipt (site_id,
+    data_cut, created_at, manifest_sha256 in audit.delivery_receipts). A field that is missing or not
+    of its type is None; a manifest that could not be read (not JSON, too large) gives no facts."""
+
+    manifest_sha256: str
+    site_id: str | None = None
+    data_cut: date | None = None
+    created_at: datetime | None = None
+
+    @classmethod
+    def of(cls, manifest: dict, manifest_sha256: str) -> "ManifestFacts":
+        site = manifest.get("site_id")
+        try:
+            data_cut = _parse_data_cut(manifest.get("data_cut"))
+        except Refusal:
+            data_cut = None
+        try:
+            created_at = _parse_created_at(manifest.get("created_at"))
+        except Refusal:
+            created_at = None
+        return cls(manifest_sha256, None if site is None or isinstance(site, (dict, list)) else str(site),
+                   data_cut, created_at)
+
+
 class Refusal(Exception):
-    """The delivery breaks the contract and is refused whole."""
+    """The delivery breaks the contract and is refused whole. `manifest`: what its manifest said, when
+    it could be read (set by inspect_delivery)."""
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None,
                  column: str | None = None):
         self.message, self.line = message, line
         self.file = None if file is None else inert(file)
         self.column = None if column is None else inert(column)
+        self.manifest: ManifestFacts | None = None
         super().__init__(message)
 
     def describe(self, folder: Path) -> str:
@@ -140,7 +168,8 @@ def scan_file(path: Path, name: str, text: bool, copy: Path | None = None) -> tu
     return digest.hexdigest(), newlines, last == b"\n"
 
 
-def _read_manifest(folder: Path, contract: Contract) -> tuple[dict, str]:
+def _read_manifest(folder: Path, contract: Contract, facts: list) -> tuple[dict, str]:
+    """The manifest and its sha256; once it is a JSON object, its facts are appended to `facts`."""
     path = folder / "manifest.json"
     if not path.is_symlink() and not path.exists():
         raise Refusal("missing manifest.json", "manifest.json")
@@ -161,6 +190,7 @@ def _read_manifest(folder: Path, contract: Contract) -> tuple[dict, str]:
         raise Refusal(f"manifest.json cannot be read as JSON: {exc}", "manifest.json") from None
     if not isinstance(manifest, dict):
         raise Refusal("manifest.json must hold a JSON object", "manifest.json")
+    facts.append(ManifestFacts.of(manifest, hashlib.sha256(data).hexdigest()))
     missing = [k for k in contract.manifest_keys if k not in manifest]
     if missing:
         raise Refusal(f"manifest.json lacks {', '.join(missing)}", "manifest.json")
@@ -168,20 +198,28 @@ def _read_manifest(folder: Path, contract: Contract) -> tuple[dict, str]:
 
 
 def _parse_manifest_dates(manifest: dict) -> tuple[date, datetime]:
+    return _parse_data_cut(manifest["data_cut"]), _parse_created_at(manifest["created_at"])
+
+
+def _parse_data_cut(value) -> date:
     try:
-        data_cut = date.fromisoformat(str(manifest["data_cut"]))
+        data_cut = date.fromisoformat(str(value))
     except ValueError:
         data_cut = None
     # fromisoformat also takes 20260630; the spec's dates are YYYY-MM-DD.
-    if data_cut is None or data_cut.isoformat() != manifest["data_cut"]:
-        raise Refusal(f"data_cut {manifest['data_cut']!r} is not an ISO date (YYYY-MM-DD)", "manifest.json")
+    if data_cut is None or data_cut.isoformat() != value:
+        raise Refusal(f"data_cut {value!r} is not an ISO date (YYYY-MM-DD)", "manifest.json")
+    return data_cut
+
+
+def _parse_created_at(value) -> datetime:
     try:
-        created_at = datetime.fromisoformat(str(manifest["created_at"]).replace("Z", "+00:00"))
+        created_at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise Refusal(f"created_at {manifest['created_at']!r} is not an ISO timestamp", "manifest.json") from None
+        raise Refusal(f"created_at {value!r} is not an ISO timestamp", "manifest.json") from None
     if created_at.tzinfo is None:
         created_at = created_at.replace(tzinfo=timezone.utc)
-    return data_cut, created_at
+    return created_at
 
 
 def _check_identity(folder: Path, manifest: dict, contract: Contract, today: date | None) -> tuple[str, date, datetime]:
@@ -287,18 +325,26 @@ def inspect_delivery(folder: Path, contract: Contract, today: date | None = None
 
     With `copy_to` (an empty private folder), each file is copied there as it is hashed and the
     Delivery's paths are the copies: what is loaded is exactly what was hashed, whatever happens to
-    the delivery folder afterwards (a file swapped or rewritten between the hash and the load)."""
+    the delivery folder afterwards (a file swapped or rewritten between the hash and the load).
+
+    A Refusal raised after the manifest was read as a JSON object carries its facts (Refusal.manifest)."""
+    facts: list[ManifestFacts] = []
     try:
-        return _inspect(folder, contract, today, copy_to)
-    except OSError as exc:  # unreadable, or gone while being read
-        name = Path(exc.filename).name if exc.filename else None
-        raise Refusal(f"cannot be read: {exc.strerror or exc}", name) from None
+        try:
+            return _inspect(folder, contract, today, copy_to, facts)
+        except OSError as exc:  # unreadable, or gone while being read
+            name = Path(exc.filename).name if exc.filename else None
+            raise Refusal(f"cannot be read: {exc.strerror or exc}", name) from None
+    except Refusal as refusal:
+        refusal.manifest = facts[0] if facts else None
+        raise
 
 
-def _inspect(folder: Path, contract: Contract, today: date | None, copy_to: Path | None) -> Delivery:
+def _inspect(folder: Path, contract: Contract, today: date | None, copy_to: Path | None,
+             facts: list) -> Delivery:
     if folder.is_symlink():
         raise Refusal("the delivery folder is a symlink: deliver the folder itself")
-    manifest, manifest_sha = _read_manifest(folder, contract)
+    manifest, manifest_sha = _read_manifest(folder, contract, facts)
     site_id, data_cut, created_at = _check_identity(folder, manifest, contract, today)
     fmt, listed = _check_file_list(folder, manifest, contract)
     entries = []

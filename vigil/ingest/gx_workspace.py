@@ -24,9 +24,6 @@ pulls in SQLAlchemy's PostgreSQL dialect, which only a validation needs.
 
 from __future__ import annotations
 
-import atexit
-import os
-import sys
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -146,18 +143,3 @@ def register_dialect() -> None:
     from sqlalchemy.dialects import registry
 
     registry.register("duckdb.vigil", __name__, "WorkspaceDialect")
-
-
-def _quiet_teardown() -> None:
-    """With duckdb_engine and GX both imported, DuckDB's extension reports at interpreter exit that
-    its ~27 module-level type constants "leaked" (nanobind's check runs after Python's teardown):
-    some 60 lines of stderr after every command, about no object of ours. atexit runs after the
-    program's output, any traceback and the joins of its threads: stderr goes to /dev/null only
-    for the teardown."""
-    sys.stderr.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-
-
-atexit.register(_quiet_teardown)

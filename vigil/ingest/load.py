@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent import futures
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import duckdb
 
+from vigil import progress
 from vigil.contract import Contract, Table, load_contract, sql_literal
 from vigil.ingest.delivery import (MAX_LINE_BYTES, Delivery, Refusal, csv_line_ending_problem, csv_record_line,
-                            csv_row_lines, find_deliveries, inspect_delivery)
+                            csv_row_lines, find_deliveries, inspect_delivery, ManifestFacts)
 from vigil.ingest import validation as gx_validation
 from vigil.ingest.rules import frame_columns, typed_expression, violation_sql
 from vigil.inert import inert
-from vigil.warehouse import LoadFailed, damage_on, error_line, rollback
+from vigil.warehouse import LoadFailed, create_layout, damage_on, error_line, rollback
 from vigil.warehouse import checkpoint as checkpoint_warehouse
 
 log = logging.getLogger(__name__)
@@ -306,8 +308,9 @@ def _refuse_mostly_quarantined(con, delivery: Delivery, contract: Contract) -> N
 
 
 def _insert_receipt(con, delivery: Delivery | None, folder: Path, status: str, reason: str | None,
-                    refused_file: str | None) -> int:
-    d = delivery
+                    refused_file: str | None, manifest: ManifestFacts | None = None) -> int:
+    """`manifest`: for a refusal before the delivery was inspected whole, what its manifest said."""
+    d, m = delivery, manifest
     return _q(con, """
         INSERT INTO audit.delivery_receipts (site_id, data_cut, created_at, folder, file_format, fingerprint,
             manifest_sha256, file_hashes, status, reason, refused_file, loaded_at, supersedes)
@@ -316,9 +319,9 @@ def _insert_receipt(con, delivery: Delivery | None, folder: Path, status: str, r
                 (SELECT max(delivery_id) FROM audit.deliveries WHERE $status = 'accepted' AND status = 'accepted'
                    AND site_id = $site AND (data_cut, created_at) < ($cut, $created)))
         RETURNING delivery_id""", {
-        "site": d.site_id if d else None, "cut": d.data_cut if d else None,
-        "created": d.created_at if d else None, "folder": str(folder), "fmt": d.fmt if d else None,
-        "fp": d.fingerprint if d else None, "msha": d.manifest_sha256 if d else None,
+        "site": d.site_id if d else m and m.site_id, "cut": d.data_cut if d else m and m.data_cut,
+        "created": d.created_at if d else m and m.created_at, "folder": str(folder), "fmt": d.fmt if d else None,
+        "fp": d.fingerprint if d else None, "msha": d.manifest_sha256 if d else m and m.manifest_sha256,
         "hashes": {f.name: f.sha256 for f in d.files.values()} if d else None,
         "status": status, "reason": reason, "file": refused_file}).fetchone()[0]
 
@@ -335,7 +338,8 @@ def record_refusal(con, folder: Path, refusal: Refusal, delivery: Delivery | Non
     """A refused delivery is on record, in its own small transaction."""
     con.execute("BEGIN")
     try:
-        delivery_id = _insert_receipt(con, delivery, folder, "refused", refusal.describe(folder), refusal.file)
+        delivery_id = _insert_receipt(con, delivery, folder, "refused", refusal.describe(folder), refusal.file,
+                                      refusal.manifest)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -402,14 +406,18 @@ def _replace_site_rows(con, table: Table, file_name: str, line_expr: str, lineag
 
 
 def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Path,
-                  contract: Contract | None = None) -> LoadOutcome:
+                  contract: Contract | None = None,
+                  validator: gx_validation.Validator | None = None) -> LoadOutcome:
     """Load one inspected delivery in one transaction. Raises Refusal (nothing loaded) or LoadFailed.
 
     The delivery is first read, checked and cascaded into the scratch database (in memory, its own
     autocommit, nothing of the warehouse touched); Great Expectations then validates the frames
     there on its own thread while one transaction stores the delivery in the warehouse.
+    `validator` is that validation (vigil.ingest.validation.Validator): Great Expectations unless
+    given; the tests that are not about the validation record give SqlRuleCounts.
     """
     contract = contract or load_contract()
+    validator = validator or gx_validation.GREAT_EXPECTATIONS
     outcome = LoadOutcome(delivery.folder, "accepted", delivery.site_id, delivery.data_cut)
     started = [time.perf_counter()]
 
@@ -418,7 +426,7 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         outcome.seconds[step] = round(now - started[0], 2)
         started[0] = now
 
-    gx_validation.preload()
+    validator.preload()
     validating = None
     try:
         _q(con, f"ATTACH IF NOT EXISTS ':memory:' AS {SCRATCH}")
@@ -430,7 +438,7 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
         lap("read_and_rules")
         # GX reads the frames where they are, through cursors of this connection, while the delivery
         # is stored; both finish before COMMIT.
-        validating = gx_validation.start_validation(
+        validating = validator.start(
             gx_dir, delivery.label, con, SCRATCH, list(contract.tables), delivery.data_cut,
             {t: f.rows for t, f in delivery.files.items()}, contract)
         _cascade(con, contract)
@@ -481,7 +489,8 @@ def load_delivery(con: duckdb.DuckDBPyConnection, delivery: Delivery, gx_dir: Pa
 
 
 def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, today: date | None = None,
-                    contract: Contract | None = None) -> LoadOutcome:
+                    contract: Contract | None = None,
+                    validator: gx_validation.Validator | None = None) -> LoadOutcome:
     """Check, then load or refuse one delivery folder; a refusal is recorded, never raised. A load that
     fails for the warehouse's sake (disk full, a lost commit) is status 'failed': nothing of it kept."""
     contract = contract or load_contract()
@@ -497,13 +506,14 @@ def ingest_delivery(con: duckdb.DuckDBPyConnection, folder: Path, gx_dir: Path, 
                 return LoadOutcome(folder, "already_loaded", delivery.site_id, delivery.data_cut, existing,
                                    f"identical to delivery {existing}; nothing changed")
             _refuse_same_moment(con, delivery)
-            return load_delivery(con, delivery, gx_dir, contract)
+            return load_delivery(con, delivery, gx_dir, contract, validator)
     except LoadFailed as failure:
         return LoadOutcome(folder, "failed", delivery.site_id, delivery.data_cut, None, str(failure))
     except Refusal as refusal:
         delivery_id = _same_refusal(con, folder, refusal) or record_refusal(con, folder, refusal, delivery)
-        return LoadOutcome(folder, "refused", delivery.site_id if delivery else None,
-                           delivery.data_cut if delivery else None, delivery_id, refusal.describe(folder))
+        facts = delivery or refusal.manifest
+        return LoadOutcome(folder, "refused", facts.site_id if facts else None,
+                           facts.data_cut if facts else None, delivery_id, refusal.describe(folder))
 
 
 def delivery_order(folders: list[Path]) -> list[Path]:
@@ -519,13 +529,24 @@ def delivery_order(folders: list[Path]) -> list[Path]:
 
 
 def ingest_all(con: duckdb.DuckDBPyConnection, paths: list[Path], gx_dir: Path,
-               today: date | None = None) -> list[LoadOutcome]:
-    """Every delivery under `paths` in created_at order, then one checkpoint: the ingest flow without Prefect."""
-    outcomes = [ingest_delivery(con, folder, gx_dir, today)
-                for folder in delivery_order(find_deliveries(paths, load_contract()))]
+               today: date | None = None, validator: gx_validation.Validator | None = None,
+               each: Callable[[Path], LoadOutcome] | None = None,
+               warn: Callable[[str], None] = log.warning) -> list[LoadOutcome]:
+    """The one path of an ingest, with or without Prefect: the warehouse layout, every delivery under
+    `paths` in created_at order, then one checkpoint. `each(folder)` loads one delivery (default:
+    ingest_delivery on `con`; the ingest flow passes its task, so each delivery is a task run);
+    `warn` hears a checkpoint that failed after the deliveries were committed."""
+    create_layout(con)
+    folders = delivery_order(find_deliveries(paths, load_contract()))
+    load_one = each or (lambda folder: ingest_delivery(con, folder, gx_dir, today, validator=validator))
+    outcomes = []
+    for done, folder in enumerate(folders):
+        progress.report("ingest", done, len(folders), inert(folder.name))
+        outcomes.append(load_one(folder))
     problem = checkpoint(con, outcomes)
     if problem:
-        log.warning("%s", problem)
+        warn(problem)
+    progress.report("ingest", len(folders), len(folders), f"{len(folders)} deliveries")
     return outcomes
 
 

@@ -59,12 +59,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from vigil.contract import Contract, Rule, load_contract
 from vigil.inert import inert
-from vigil.ingest.rules import raw_column, resolve_bound, year_column, year_columns
+from vigil.ingest.rules import raw_column, resolve_bound, violation_sql, year_column, year_columns
 
 if TYPE_CHECKING:  # importing GX takes ~4 s: only inside the functions that use it
     import pandas as pd
@@ -262,7 +262,7 @@ class DeliveryValidation:
     delivery_label: str
     run_time: str  # ISO, UTC: the GX run_id is (delivery_label, run_time)
     tables: dict[str, TableValidation]
-    data_docs_index: Path  # the Data Docs site's index.html
+    data_docs_index: Path | None  # the Data Docs site's index.html (None: SqlRuleCounts builds none)
 
     @property
     def success(self) -> bool:
@@ -459,6 +459,106 @@ def start_validation(gx_dir: Path, delivery_label: str, connection, catalog: str
                          "'.', '_', '-', starting with a letter or digit, at most 100 characters")
     return _validator.submit(_validate_workspace, gx_dir, delivery_label, connection, catalog, list(table_names),
                              data_cut, expected_rows or {}, contract)
+
+
+class Validator(Protocol):
+    """What the load (vigil.ingest.load.load_delivery) needs of a validation: the validation record
+    of a delivery's frames, the tables frame_<table> of database `catalog` read through cursors of
+    `connection`. `start` may return before the result is in (the load stores the delivery
+    meanwhile and leaves the frames in place until then); the result must count, for every row rule
+    of the contract, the rows that break it (the load refuses the delivery on any disagreement with
+    its own SQL count) and give each table's result as a JSON-serialisable dict with GX's
+    "statistics" (audit.rule_results and audit.validation_results store both)."""
+
+    name: str
+
+    def preload(self) -> None:
+        """Called first by every load, before the delivery is read: heavy imports can start then."""
+
+    def start(self, gx_dir: Path, delivery_label: str, connection, catalog: str, table_names: list[str],
+              data_cut: date, expected_rows: dict[str, int] | None,
+              contract: Contract | None = None) -> "Future[DeliveryValidation]": ...
+
+
+class GreatExpectations:
+    """The validation record of vigil: GX, its results and Data Docs in gx_dir (start_validation).
+    The load's default; the CLI, the flows and the demo validate with it."""
+
+    name = "great_expectations"
+
+    def preload(self) -> None:
+        preload()
+
+    def start(self, gx_dir: Path, delivery_label: str, connection, catalog: str, table_names: list[str],
+              data_cut: date, expected_rows: dict[str, int] | None,
+              contract: Contract | None = None) -> "Future[DeliveryValidation]":
+        return start_validation(gx_dir, delivery_label, connection, catalog, table_names, data_cut,
+                                expected_rows, contract)
+
+
+class SqlRuleCounts:
+    """The validation result computed by SQL alone (vigil.ingest.rules.violation_sql, one aggregate
+    query per table), on the caller's thread: no Great Expectations, nothing written in gx_dir, no
+    Data Docs. For the tests whose subject is not the validation record (a test that checks GX's
+    results, its Data Docs or the SQL/GX agreement validates with GreatExpectations): it fills
+    audit.rule_results and audit.validation_results as the load needs, but it is the SQL checking
+    itself, so it is no second opinion on the quarantine. Not for a study's warehouse."""
+
+    name = "sql_rule_counts"
+
+    def preload(self) -> None:
+        pass
+
+    def start(self, gx_dir: Path, delivery_label: str, connection, catalog: str, table_names: list[str],
+              data_cut: date, expected_rows: dict[str, int] | None,
+              contract: Contract | None = None) -> "Future[DeliveryValidation]":
+        contract = contract or load_contract()
+        if not isinstance(delivery_label, str) or not PLAIN_LABEL.fullmatch(delivery_label):  # as GX's
+            raise ValueError(f"delivery label {inert(repr(delivery_label))} must be a plain name")
+        done: Future = Future()
+        try:
+            run_time = datetime.now(timezone.utc).isoformat()
+            with connection.cursor() as cursor:
+                cursor.execute(f'USE "{catalog}"')
+                tables = {t: self._table(cursor, contract, t, data_cut, (expected_rows or {}).get(t))
+                          for t in table_names}
+            done.set_result(DeliveryValidation(delivery_label, run_time, tables, None))
+        except Exception as exc:  # delivered like GX's: by result()
+            done.set_exception(exc)
+        return done
+
+    @staticmethod
+    def _table(cursor, contract: Contract, table_name: str, data_cut: date,
+               expected_rows: int | None) -> TableValidation:
+        table = contract.tables[table_name]
+        frame = _workspace_table(table_name)
+        present = {r[0] for r in cursor.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = current_schema() AND table_name = ?", [frame]).fetchall()}
+        # coalesce: count_if over no rows (a header-only table) is NULL, as GX's sum() is
+        counts_sql = ", ".join([f"coalesce(count_if({violation_sql(contract, r, data_cut, frame)}), 0)"
+                                for r in table.rules]
+                               + ["count(*)"])
+        *broken, rows = cursor.execute(f"SELECT {counts_sql} FROM {frame}").fetchone()
+        counts = {r.rule_id: int(n) for r, n in zip(table.rules, broken)}
+        checks = {"columns": set(table.column_names) <= present}
+        if expected_rows is not None:
+            checks["row_count"] = rows == int(expected_rows)
+        results = ([{"check": c, "success": ok} for c, ok in checks.items()]
+                   + [{"rule_id": r, "success": n == 0, "unexpected_count": n, "element_count": rows}
+                      for r, n in counts.items()])
+        successful = sum(r["success"] for r in results)
+        result = {"success": successful == len(results), "validator": SqlRuleCounts.name,
+                  "statistics": {"evaluated_expectations": len(results), "successful_expectations": successful,
+                                 "unsuccessful_expectations": len(results) - successful,
+                                 "success_percent": 100.0 * successful / len(results)},
+                  "results": results}
+        return TableValidation(table_name, suite_name(contract, table_name), result["success"], counts, checks,
+                               result)
+
+
+GREAT_EXPECTATIONS = GreatExpectations()  # vigil.ingest.load's default validator
+SQL_RULE_COUNTS = SqlRuleCounts()
 
 
 def _validate_workspace(gx_dir: Path, delivery_label: str, connection, catalog: str, table_names: list[str],

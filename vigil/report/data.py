@@ -1,6 +1,11 @@
-"""What the report reads from the warehouse: one run's results tables, the audit tables and the
-Table 1 aggregates. Everything is aggregated in DuckDB; no patient-level rows reach Python.
-Exact values: disclosure control is applied later (vigil.report.protect)."""
+"""What the report reads from the warehouse: one run's results tables (results.*), nothing else.
+
+Every table the report shows was written by the run itself (A1-A5 by vigil.analysis.sap, Table 1 and
+data quality, A6/A7, by vigil.analysis.describe), so any recorded run renders, from the warehouse or from
+a snapshot, and a later run changes nothing of it: no read of cohort.*, analysis.* or codelists.* (rebuilt
+by every run) nor of audit.* (deliveries as of today). Everything is aggregated in DuckDB; no
+patient-level rows reach Python. Exact values: disclosure control is applied later
+(vigil.report.protect)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import duckdb
 import polars as pl
 
 from vigil.analysis import sap as analysis
+from vigil.cohort import strata
 
 
 class ReportError(RuntimeError):
@@ -23,20 +29,17 @@ OUTCOMES = {
     "all_serious": "All serious infection episodes (recurrent)",
     "first_opportunistic": "First opportunistic infection",
 }
-STRATIFIERS = {
-    "overall": "Overall",
-    "age_group": "Age at index (years)",
-    "sex": "Sex",
-    "charlson": "Charlson comorbidity index",
-    "prior_dmt": "Prior DMTs (distinct)",
-    "prior_high_efficacy": "Prior high-efficacy DMT",
-    "edss": "Baseline EDSS",
-    "site": "Site",
-}
+STRATIFIERS = {"overall": "Overall", **strata.labels()}  # labels in table order: codelists/strata.csv
 METHODS = {"kaplan_meier": "Kaplan–Meier (1 − S), death censored",
            "aalen_johansen": "Aalen–Johansen, death as competing event"}
 WINDOW_ORDER = list(analysis.RISK_WINDOWS)
 RESULT_TABLES = ("attrition", *analysis.RESULT_TABLES)
+# A6 and A7 (vigil.analysis.describe.TABLES); those that a run always fills, and so tell a run made
+# before they were kept per run
+DESCRIPTIVE_TABLES = ("table1_counts", "table1_summary", "table1_smd", "dq_deliveries", "dq_rows", "dq_quarantine",
+                      "opportunistic_terms")
+NEVER_EMPTY = ("attrition", "incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
+               "table1_counts", "table1_summary", "dq_deliveries")
 
 
 @dataclass
@@ -51,13 +54,21 @@ class RunData:
     logrank: pl.DataFrame
     cox: pl.DataFrame
     levels: dict[str, list[str]]
-    deliveries: pl.DataFrame  # audit, as of the run
-    delivery_tables: pl.DataFrame
-    quarantine: pl.DataFrame  # delivery_id, table_name, reason, n
-    table1_counts: pl.DataFrame  # variable, level, edss (None = overall), n
-    table1_stats: pl.DataFrame  # edss (None = overall), n, age_mean, age_sd, ...
-    opportunistic_terms: list[str] = field(default_factory=list)
+    deliveries: pl.DataFrame  # results.dq_deliveries: as of the run (status_at_run = status then)
+    delivery_tables: pl.DataFrame  # results.dq_rows
+    quarantine: pl.DataFrame  # results.dq_quarantine: delivery_id, table_name, reason, n
+    table1_counts: pl.DataFrame  # results.table1_counts: variable, level, edss (None = overall), n
+    table1_stats: pl.DataFrame  # results.table1_summary: edss (None = overall), n, age_mean, age_sd, ...
+    opportunistic_terms: list[str] = field(default_factory=list)  # results.opportunistic_terms
     comments: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> COMMENT of results.*
+    table1_smd: pl.DataFrame = field(default_factory=pl.DataFrame)  # results.table1_smd: variable, edss, smd
+
+    def smd(self, variable: str, edss: str) -> float | None:
+        """The run's Table 1 SMD of a characteristic for an EDSS category (None: not computable, or none)."""
+        if self.table1_smd.is_empty():
+            return None
+        found = self.table1_smd.filter((pl.col("variable") == variable) & (pl.col("edss") == edss))
+        return found["smd"][0] if found.height else None
 
 
 def _one(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None):
@@ -114,135 +125,72 @@ def _frame(con, query: str, params: list | None = None) -> pl.DataFrame:
     return con.sql(query, params=params).pl()
 
 
-def _results(con, table: str, run_id: int) -> pl.DataFrame:
+def _results(con, table: str, run_id: int, order: str = "") -> pl.DataFrame:
+    descriptive = table in DESCRIPTIVE_TABLES
     if not _exists(con, "results", table):
+        if descriptive:
+            raise ReportError(f"run {run_id} was made before Table 1 and data quality were kept with each run "
+                              f"(no results.{table}): re-run the analyses (vigil analyse) and report the new run")
         raise ReportError(f"results.{table} is missing: the analyses have not been run into this warehouse")
-    frame = _frame(con, f'SELECT * FROM results."{table}" WHERE run_id = ?', [run_id])
+    frame = _frame(con, f'SELECT * FROM results."{table}" WHERE run_id = ? {order}', [run_id])
     if table == "cumulative_incidence_curves" and "time" in frame.columns:
         frame = frame.rename({"time": "day"})
-    if frame.is_empty() and table not in ("cox", "logrank"):
+    if frame.is_empty() and table in NEVER_EMPTY:
+        if descriptive:
+            raise ReportError(f"run {run_id} has no rows in results.{table}: it was made before Table 1 and data "
+                              "quality were kept with each run; re-run the analyses (vigil analyse) and report the new run")
         raise ReportError(f"results.{table} has no rows for run {run_id}")
     return frame
 
 
-def _levels(con, incidence: pl.DataFrame) -> dict[str, list[str]]:
-    levels = analysis.strata_levels(con)
-    # every stratum of the run's results, in SAP order, then any other alphabetically
-    seen = incidence.select("stratifier", "stratum").unique()
-    for variable in seen["stratifier"].unique().to_list():
-        if variable == "overall":
-            continue
-        run_levels = set(seen.filter(pl.col("stratifier") == variable)["stratum"].to_list())
-        known = [lv for lv in levels.get(variable, []) if lv in run_levels]
-        levels[variable] = known + sorted(run_levels - set(known))
+def _levels(incidence: pl.DataFrame) -> dict[str, list[str]]:
+    """Stratum variable -> levels in the run's SAP order (results.incidence.stratum_order, then any other
+    level alphabetically), the keys in analysis.STRATIFIERS order first (vigil.analysis.describe.run_levels)."""
+    levels: dict[str, list[str]] = {v: [] for v in analysis.STRATIFIERS}
+    strata = (incidence.filter(pl.col("stratifier") != "overall")
+              .group_by("stratifier", "stratum").agg(pl.col("stratum_order").min())
+              .sort("stratifier", "stratum_order", "stratum"))
+    for variable, level, _ in strata.iter_rows():
+        levels.setdefault(variable, []).append(level)
     return levels
 
 
 def load_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> RunData:
+    """Run `run_id` (default: the latest completed) as the report shows it, from results.* only."""
     run = select_run(con, run_id)
     rid = run["run_id"]
     frames = {t: _results(con, t, rid) for t in RESULT_TABLES}
     incidence = frames["incidence"]
-    levels = _levels(con, incidence)
+    levels = _levels(incidence)
 
-    # deliveries as of the run: those the run analysed are accepted; the others received before
-    # the run finished are refused or superseded
-    analysed = {int(d["delivery_id"]) for d in (run.get("deliveries") or [])}
-    finished = run.get("finished_at") or run.get("started_at")
-    deliveries = _frame(con, """
-        SELECT delivery_id, site_id, data_cut, created_at, folder, file_format, status, reason, superseded_by,
-               received_at
-        FROM audit.deliveries WHERE received_at <= ? ORDER BY delivery_id""", [finished])
-    if not deliveries.is_empty():
-        deliveries = deliveries.with_columns(
-            pl.when(pl.col("delivery_id").is_in(list(analysed))).then(pl.lit("accepted"))
-            .when(pl.col("status") == "refused").then(pl.lit("refused"))
-            .otherwise(pl.lit("superseded")).alias("status_at_run"))
-    delivery_tables = _frame(con, """
-        SELECT t.delivery_id, t.table_name, t.source_file, t.rows_received, t.rows_loaded, t.rows_quarantined
-        FROM audit.delivery_tables AS t JOIN audit.deliveries AS d USING (delivery_id)
-        WHERE d.received_at <= ? ORDER BY t.delivery_id, t.table_name""", [finished])
-    quarantine = _frame(con, """
-        SELECT q.delivery_id, q.table_name, q.reason, count(*) AS n
-        FROM audit.quarantine AS q JOIN audit.deliveries AS d USING (delivery_id)
-        WHERE d.received_at <= ? GROUP BY ALL ORDER BY ALL""", [finished])
-
-    counts, stats = table1_aggregates(con)
-    terms = []
-    if _exists(con, "codelists", "opportunistic_terms"):
-        terms = [t for (t,) in con.execute("SELECT meddra_pt FROM codelists.opportunistic_terms ORDER BY meddra_pt").fetchall()]
+    deliveries = _results(con, "dq_deliveries", rid, "ORDER BY delivery_id").drop("run_id")
+    # the status the run saw (the old report derived it from audit; status_at_run is the name the tables use)
+    deliveries = deliveries.with_columns(pl.col("status").alias("status_at_run"))
+    delivery_tables = _results(con, "dq_rows", rid, "ORDER BY delivery_id, table_name").drop("run_id")
+    quarantine = (_results(con, "dq_quarantine", rid, "ORDER BY delivery_id, table_name, reason")
+                  .select("delivery_id", "table_name", "reason", pl.col("n_rows").alias("n")))
+    counts = (_results(con, "table1_counts", rid, "ORDER BY variable, level, edss NULLS LAST")
+              .select("variable", "level", "edss", pl.col("n_patients").alias("n")))
+    stats = (_results(con, "table1_summary", rid, "ORDER BY edss NULLS FIRST").drop("run_id")
+             .rename({"n_patients": "n"}))
+    smd = _results(con, "table1_smd", rid, "ORDER BY variable, edss").drop("run_id")
+    terms = _results(con, "opportunistic_terms", rid, "ORDER BY meddra_pt")["meddra_pt"].to_list()
     comments = {(t, c): text for t, c, text in con.execute(
         "SELECT table_name, column_name, comment FROM duckdb_columns() "
         "WHERE schema_name = 'results' AND comment IS NOT NULL").fetchall()}
-    data = RunData(run, database_path(con), frames["attrition"].sort("step"), incidence, frames["risk_windows"],
+    return RunData(run, database_path(con), frames["attrition"].sort("step"), incidence, frames["risk_windows"],
                    frames["cumulative_incidence"], frames["cumulative_incidence_curves"], frames["logrank"],
                    frames["cox"], levels, deliveries, delivery_tables, quarantine, counts, stats, terms,
-                   comments=comments)
-    check_cohort_matches_run(data)
-    return data
+                   comments=comments, table1_smd=smd)
 
 
 # Table 1 ----------------------------------------------------------------------------------------
 
 TABLE1_CATEGORICAL = {
     # variable: (label, SQL expression giving the level)
-    "age_group": ("Age at index (years)", "age_group"),
-    "sex": ("Sex", "sex"),
-    "site": ("Site", "site"),
-    "charlson": ("Charlson comorbidity index", "charlson"),
-    "prior_dmt": ("Prior DMTs (distinct)", "prior_dmt"),
-    "prior_high_efficacy": ("Prior high-efficacy DMT", "prior_high_efficacy"),
+    **{v: (strata.labels()[v], v)  # the stratum variables (labels: codelists/strata.csv), edss is the columns
+       for v in ("age_group", "sex", "site", "charlson", "prior_dmt", "prior_high_efficacy")},
     "courses": ("Alemtuzumab courses in follow-up", "CASE WHEN n_courses >= 3 THEN '>=3' ELSE CAST(n_courses AS VARCHAR) END"),
     "died": ("Died in follow-up", "CASE WHEN died THEN 'Yes' ELSE 'No' END"),
 }
 TABLE1_LEVELS = {"courses": ["1", "2", ">=3"], "died": ["No", "Yes"]}
-
-
-def table1_aggregates(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Counts per variable, level and EDSS category (edss NULL = all patients), and the continuous
-    summaries per EDSS category, aggregated in DuckDB from cohort.patients."""
-    if not _exists(con, "cohort", "patients"):
-        raise ReportError("cohort.patients is missing: Table 1 needs the cohort of the run")
-    selects = ",\n".join(f"CAST({expr} AS VARCHAR) AS {name}" for name, (_, expr) in TABLE1_CATEGORICAL.items())
-    names = ", ".join(TABLE1_CATEGORICAL)
-    counts = _frame(con, f"""
-        WITH p AS (SELECT edss, {selects} FROM cohort.patients),
-        long AS (UNPIVOT p ON {names} INTO NAME variable VALUE level)
-        SELECT variable, level, edss, count(*) AS n
-        FROM long GROUP BY GROUPING SETS ((variable, level, edss), (variable, level))
-        ORDER BY ALL""")
-    stats = _frame(con, """
-        SELECT edss, count(*) AS n,
-               avg(age_at_index) AS age_mean, stddev_samp(age_at_index) AS age_sd,
-               count(edss_score) AS edss_n, avg(edss_score) AS edss_mean, stddev_samp(edss_score) AS edss_sd,
-               quantile_cont(edss_score, 0.5) AS edss_median, quantile_cont(edss_score, 0.25) AS edss_q1,
-               quantile_cont(edss_score, 0.75) AS edss_q3,
-               avg(person_years) AS fu_mean, stddev_samp(person_years) AS fu_sd,
-               quantile_cont(person_years, 0.5) AS fu_median, quantile_cont(person_years, 0.25) AS fu_q1,
-               quantile_cont(person_years, 0.75) AS fu_q3
-        FROM cohort.patients GROUP BY GROUPING SETS ((edss), ()) ORDER BY edss NULLS FIRST""")
-    return counts, stats
-
-
-def check_cohort_matches_run(data: RunData) -> None:
-    """Table 1 is aggregated from cohort.patients, which the next run rebuilds: refuse to pair it with
-    the results of another run (cohort size and stratum counts must equal the run's)."""
-    cohort_n = data.table1_stats.filter(pl.col("edss").is_null())["n"]
-    cohort_n = int(cohort_n[0]) if cohort_n.len() else 0
-    final = int(data.attrition.sort("step")["n_remaining"][-1])
-    mismatch = []
-    if cohort_n != final:
-        mismatch.append(f"cohort.patients has {cohort_n} patients, the run's attrition ends with {final}")
-    else:
-        inc = (data.incidence.filter(pl.col("stratifier").is_in(list(TABLE1_CATEGORICAL)))
-               .group_by("stratifier", "stratum").agg(pl.col("n_patients").max()))
-        t1 = data.table1_counts.filter(pl.col("edss").is_null()).rename(
-            {"variable": "stratifier", "level": "stratum", "n": "t1"})
-        joined = inc.join(t1, on=["stratifier", "stratum"], how="left").filter(
-            pl.col("t1").fill_null(0) != pl.col("n_patients"))
-        if joined.height:
-            mismatch.append(f"stratum counts differ, e.g. {joined.row(0, named=True)}")
-    if mismatch:
-        raise ReportError(f"run {data.run['run_id']}: the cohort tables were rebuilt after this run "
-                          f"({'; '.join(mismatch)}); Table 1 can only be reported for the run that built them. "
-                          "Report the latest run, or re-run the analyses.")

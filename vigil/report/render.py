@@ -20,7 +20,7 @@ import polars as pl
 from vigil.contract import load_contract
 from vigil.resources import TEMPLATE_DIR
 from vigil.inert import inert
-from vigil.warehouse import point_link
+from vigil.warehouse import point_link, snapshots
 from vigil.report.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, RULE_TEXT, SUPPRESSED, cut_curves, from_fifth_event, looks_numeric,
     neutralise_formula, shown_small_counts,
@@ -83,12 +83,23 @@ class Section:
 # ---------------------------------------------------------------------------------------------
 
 
-def _open(con_or_db) -> tuple[duckdb.DuckDBPyConnection, bool]:
+def _open(con_or_db, warnings: list[str] | None = None) -> tuple[duckdb.DuckDBPyConnection, bool]:
+    """A connection to render from. A path to a published snapshot (snapshots/vigil-run-<N>.duckdb, or a
+    link to one such as current.duckdb, or any file with a .sha256 sidecar) is first checked against the
+    SHA-256 recorded at publish (vigil.warehouse.snapshots.check_snapshot: the sidecar, and the warehouse's
+    results.runs when it can be read): altered bytes are refused with one line naming the file."""
     if isinstance(con_or_db, duckdb.DuckDBPyConnection):
         return con_or_db, False
     path = Path(con_or_db)
     if not path.exists():
         raise ReportError(f"no warehouse at {path}")
+    if snapshots.snapshot_run_id(path) is not None or snapshots.sidecar(path.resolve()).is_file():
+        try:
+            found = snapshots.check_snapshot(path)
+        except snapshots.SnapshotAltered as exc:
+            raise ReportError(str(exc)) from None
+        if warnings is not None:
+            warnings.extend(found)
     try:
         return duckdb.connect(str(path), read_only=True), True
     except duckdb.IOException as exc:
@@ -118,7 +129,8 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     the newest. Everything that leaves the database passes disclosure control (vigil.report.disclosure)."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    con, owned = _open(con_or_db)
+    opened_warnings: list[str] = []
+    con, owned = _open(con_or_db, opened_warnings)
     try:
         data = load_run(con, run_id)
         db_path = data.db_path
@@ -168,7 +180,7 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     seconds["total"] = time.perf_counter() - t0
 
     figures = {b.figure.id: b.figure.points for s in sections for b in s.blocks if b.figure is not None}
-    warnings = []
+    warnings = list(opened_warnings)
     if prot.residual:
         warnings.append(f"{len(prot.residual)} relation(s) have every cell suppressed and the display bounds still "
                         "imply their values (e.g. a total <5 whose parts are all <5)")

@@ -12,13 +12,13 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 import polars as pl
 
 from vigil.report.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, cell_key, format_estimate, format_interval, format_p,
     is_small,
 )
+from vigil.analysis.describe import CONTINUOUS, smd_categorical, smd_continuous  # noqa: F401 (re-exported)
 from vigil.inert import inert
 from vigil.report.data import METHODS, OUTCOMES, STRATIFIERS, TABLE1_CATEGORICAL, WINDOW_ORDER, RunData
 from vigil.report.protect import OVERALL, Protection, patients_key, table1_levels
@@ -153,33 +153,9 @@ def attrition_keys(data: RunData, prot: Protection) -> list[str]:
 # Table 1
 
 
-def _smd_continuous(m1, s1, m0, s0) -> float | None:
-    if None in (m1, s1, m0, s0) or any(isinstance(x, float) and math.isnan(x) for x in (m1, s1, m0, s0)):
-        return None
-    pooled = math.sqrt((s1 ** 2 + s0 ** 2) / 2)
-    if pooled == 0:
-        return 0.0 if m1 == m0 else None
-    return abs(m1 - m0) / pooled
-
-
-def smd_categorical(n1: list[float], n0: list[float]) -> float | None:
-    """Yang & Dalton (2012): sqrt((p1 - p0)' S^-1 (p1 - p0)) over the levels but the first, with
-    S = (S1 + S0) / 2 and S_g = diag(p_g) - p_g p_g' the multinomial covariance. For two levels this
-    is |p1 - p0| / sqrt((p1 (1 - p1) + p0 (1 - p0)) / 2). Levels absent from both groups are dropped."""
-    a, b = np.asarray(n1, float), np.asarray(n0, float)
-    if a.sum() == 0 or b.sum() == 0:
-        return None
-    keep = (a + b) > 0
-    a, b = a[keep], b[keep]
-    if len(a) < 2:
-        return 0.0
-    p1, p0 = (a / a.sum())[1:], (b / b.sum())[1:]
-    s = (np.diag(p1) - np.outer(p1, p1) + np.diag(p0) - np.outer(p0, p0)) / 2
-    delta = p1 - p0
-    if not delta.any():
-        return 0.0
-    value = float(delta @ np.linalg.pinv(s) @ delta)
-    return math.sqrt(max(value, 0.0))
+# The SMDs are computed by the analysis run (vigil.analysis.describe, results.table1_smd) from the exact
+# counts; the report only decides whether to show them. The functions are re-exported under their old names.
+_smd_continuous = smd_continuous
 
 
 def table1(data: RunData, prot: Protection) -> Table:
@@ -190,6 +166,7 @@ def table1(data: RunData, prot: Protection) -> Table:
     smd_cols = [f"SMD {e}" for e in compared]
     stats = {row["edss"]: row for row in data.table1_stats.iter_rows(named=True)}
     n_key = {None: patients_key(*OVERALL), **{e: patients_key("edss", e) for e in edss_levels}}
+    smd_variable = {prefix: variable for variable, prefix in CONTINUOUS.items()}  # results.table1_smd.variable
 
     def count_key(variable, level, edss):
         if edss is None:
@@ -221,8 +198,7 @@ def table1(data: RunData, prot: Protection) -> Table:
             elif column_hidden(e) or column_hidden(reference):
                 row[col] = SUPPRESSED
             else:
-                row[col] = format_estimate(_smd_continuous(s1[f"{stat}_mean"], s1[f"{stat}_sd"],
-                                                           s0[f"{stat}_mean"], s0[f"{stat}_sd"]), digits=2)
+                row[col] = format_estimate(data.smd(smd_variable[stat], e), digits=2)
         rows.append(row)
 
     def mean_sd(prefix):
@@ -259,9 +235,7 @@ def table1(data: RunData, prot: Protection) -> Table:
             if any(prot.is_suppressed(k) for k in keys) or column_hidden(e) or column_hidden(reference):
                 first_row[col] = SUPPRESSED
             else:
-                value = smd_categorical([prot.value(count_key(variable, lv, e)) for lv in levels],
-                                        [prot.value(count_key(variable, lv, reference)) for lv in levels])
-                first_row[col] = format_estimate(value, digits=2)
+                first_row[col] = format_estimate(data.smd(variable, e), digits=2)
     cols = ["Characteristic", "Level"] + [c for c, _ in columns] + smd_cols
     return Table("table1", "Baseline characteristics at the index date, overall and by baseline EDSS (Table 1)",
                  _text_frame(rows, cols), ["Characteristic", "Level"], [c for c, _ in columns],

@@ -288,12 +288,20 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
     (time x pattern) counts (cox_efron), Wald CI and p from the inverse information, and the
     proportional-hazards test of cox_zph at the estimate.
 
+    An aliased column (a linear combination of the columns before it and the intercept in the data, e.g.
+    the dummy of a level that coincides with another variable's level) has no coefficient, as in R's
+    coxph (NA): it is dropped, the model is fitted on the other columns, its values are NaN and the
+    result's note names it; a term whose columns are all aliased has no PH test (as cox.zph).
+
     With check_with_lifelines, lifelines' CoxPHFitter is also fitted on the patient-equivalent rows
     (one row per event, weight 1; one weighted row per (time, pattern) of other exits); a difference
     in coefficient or standard error above 1e-6 relative is noted. The
     tests make that comparison on the reference datasets; it is off at run time because lifelines'
     per-time Python loop costs seconds per model at 10^5-10^6 patients.
     """
+    aliased = _aliased_columns(data)
+    if aliased:
+        return _without_aliased(data, aliased, check_with_lifelines)
     n_patients = int(data.n_leaving.sum())
     n_events = int(data.n_events.sum())
     tables = _EfronTables(data)
@@ -319,6 +327,63 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
         if worst > 1e-6:
             result.note = f"lifelines CoxPHFitter differs by {worst:.1e} (relative)"
     return result
+
+
+ALIAS_TOLERANCE = 1e-9
+
+
+def _aliased_columns(data: CoxData) -> dict[int, list[int]]:
+    """Columns that are, over the patients in the data, a linear combination of the columns before
+    them and a constant (as coxph's Cholesky with pivoting in column order finds them; a constant
+    column is aliased with the baseline hazard): {column: the kept columns it depends on}. Found by
+    Gram-Schmidt on the patient-weighted, centred columns, relative tolerance ALIAS_TOLERANCE."""
+    weight = np.bincount(data.pattern, weights=data.n_leaving, minlength=data.X.shape[0])
+    if weight.sum() <= 0:
+        return {}
+    root = np.sqrt(weight / weight.sum())
+    centred = (data.X - weight @ data.X / weight.sum()) * root[:, None]
+    basis, kept, aliased = [], [], {}
+    for j in range(centred.shape[1]):
+        column = centred[:, j]
+        residual = column.copy()
+        for q in basis:
+            residual -= (q @ residual) * q
+        norm = np.linalg.norm(residual)
+        if norm <= ALIAS_TOLERANCE * max(np.linalg.norm(column), 1.0):
+            aliased[j] = [k for k, q in zip(kept, basis) if abs(q @ column) > ALIAS_TOLERANCE]
+        else:
+            basis.append(residual / norm)
+            kept.append(j)
+    return aliased
+
+
+def _without_aliased(data: CoxData, aliased: dict[int, list[int]], check_with_lifelines: bool) -> CoxResult:
+    """cox_fit on the columns that are not aliased, with NaN in the aliased ones' places."""
+    keep = [j for j in range(len(data.names)) if j not in aliased]
+    new_index = {j: i for i, j in enumerate(keep)}
+    terms = {term: [new_index[c] for c in cols if c in new_index] for term, cols in data.terms.items()}
+    reduced = CoxData(time=data.time, pattern=data.pattern, n_events=data.n_events, n_leaving=data.n_leaving,
+                      X=data.X[:, keep], names=[data.names[j] for j in keep],
+                      terms={term: cols for term, cols in terms.items() if cols})
+    fit = cox_fit(reduced, check_with_lifelines=check_with_lifelines) if keep else None
+
+    def widen(values) -> np.ndarray:
+        out = np.full(len(data.names), np.nan)
+        if fit is not None:
+            out[keep] = values
+        return out
+
+    said = "; ".join(
+        f"{data.names[j]} aliased with " + (" + ".join(data.names[k] for k in on) if on else "the baseline hazard")
+        + ": no coefficient (NA in R coxph)" for j, on in aliased.items())
+    if fit is None:
+        return CoxResult(names=list(data.names), coef=widen(None), se=widen(None), hr=widen(None),
+                         ci_lower=widen(None), ci_upper=widen(None), p_value=widen(None), loglik=np.nan,
+                         n_patients=int(data.n_leaving.sum()), n_events=int(data.n_events.sum()), note=said)
+    return CoxResult(names=list(data.names), coef=widen(fit.coef), se=widen(fit.se), hr=widen(fit.hr),
+                     ci_lower=widen(fit.ci_lower), ci_upper=widen(fit.ci_upper), p_value=widen(fit.p_value),
+                     loglik=fit.loglik, n_patients=fit.n_patients, n_events=fit.n_events,
+                     note="; ".join(filter(None, [said, fit.note])), zph=fit.zph)
 
 
 def lifelines_cox(data: CoxData) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,119 @@
+"""The one module that writes the results tables (schema results).
+
+Every results table is defined by its file sql/results/<table>.sql (CREATE TABLE IF NOT EXISTS and a
+COMMENT on the table and each column) and carries run_id. Writers elsewhere compute frames; this module
+creates the tables, refuses a run_id that a table already holds (a run's results are never
+overwritten), inserts frames by column name (NaN and infinities become NULL), copies the run's
+attrition from cohort.attrition, inserts the results.runs row and records the snapshot hash.
+
+Nothing here begins or commits a transaction: the callers (vigil.analysis.runs.analyse,
+vigil.cohort.build_cohort, vigil.analysis.sap.run_analyses) run inside the run's transaction, and
+record_snapshot in its own short one after the run.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from vigil.warehouse.sqlfiles import SqlFile, execute_file, sql_file
+
+RUNS = "runs"
+ATTRITION = "attrition"
+
+
+def table_file(table: str) -> SqlFile:
+    return sql_file("results", table)
+
+
+def create_tables(con: duckdb.DuckDBPyConnection, tables) -> None:
+    """CREATE TABLE IF NOT EXISTS (with its comments) for each named results table."""
+    for table in tables:
+        execute_file(con, table_file(table))
+
+
+def refuse_existing_run(con: duckdb.DuckDBPyConnection, run_id: int, tables) -> None:
+    """ValueError when any of the tables already holds run_id: a run's results are never overwritten."""
+    check_run_id(run_id)
+    for table in tables:
+        (n,) = con.execute(f'SELECT count(*) FROM results."{table}" WHERE run_id = ?', [run_id]).fetchone()
+        if n:
+            raise ValueError(f"results.{table} already holds run {run_id}: a run's results are never overwritten "
+                             "(duplicate run_id)")
+
+
+def check_run_id(run_id) -> None:
+    if isinstance(run_id, bool) or not isinstance(run_id, int):
+        raise TypeError(f"run_id must be an integer, not {run_id!r}")
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, run_id: int | None = None) -> int:
+    """Append the frame to results.<table> by column name (with run_id as a column when given); NaN and
+    infinities become NULL. Returns the rows written."""
+    if run_id is not None:
+        frame = frame.with_columns(pl.lit(run_id, dtype=pl.Int64).alias("run_id"))
+    floats = [c for c, t in frame.schema.items() if t in (pl.Float64, pl.Float32)]
+    frame = frame.with_columns([pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
+                                for c in floats])
+    if frame.is_empty():
+        return 0
+    arrow = frame.to_arrow()
+    con.register("_vigil_results_frame", arrow)
+    try:
+        con.execute(f'INSERT INTO results."{table}" BY NAME SELECT * FROM _vigil_results_frame')
+    finally:
+        con.unregister("_vigil_results_frame")
+    return frame.height
+
+
+def insert_attrition(con: duckdb.DuckDBPyConnection, run_id: int) -> str:
+    """Copy cohort.attrition into results.attrition as run run_id; returns the relation written."""
+    check_run_id(run_id)
+    create_tables(con, [ATTRITION])
+    refuse_existing_run(con, run_id, [ATTRITION])
+    con.execute("""
+        INSERT INTO results.attrition (run_id, step, description, n_remaining, n_excluded)
+        SELECT $run_id, step, description, n_remaining, n_excluded FROM cohort.attrition ORDER BY step""",
+                {"run_id": run_id})
+    return table_file(ATTRITION).qualified_name
+
+
+def create_runs_table(con: duckdb.DuckDBPyConnection) -> None:
+    """results.runs, with the columns a warehouse made by an older vigil lacks added (ALTER in runs.sql)."""
+    create_tables(con, [RUNS])
+
+
+def next_run_id(con: duckdb.DuckDBPyConnection) -> int:
+    (run_id,) = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM results.runs").fetchone()
+    return int(run_id)
+
+
+RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "code_version", "sap_version", "codelist_versions",
+               "parameters", "deliveries", "flow_run_id", "step_seconds")
+
+
+def insert_run(con: duckdb.DuckDBPyConnection, row: dict) -> None:
+    """The results.runs row of a run (JSON columns given as JSON text). Refuses a run_id already present."""
+    missing = set(RUN_COLUMNS) - set(row)
+    if missing:
+        raise ValueError(f"results.runs row lacks {sorted(missing)}")
+    refuse_existing_run(con, row["run_id"], [RUNS])
+    columns = ", ".join(RUN_COLUMNS)
+    values = ", ".join(f"${c}" for c in RUN_COLUMNS)
+    con.execute(f"INSERT INTO results.runs ({columns}) VALUES ({values})", {c: row[c] for c in RUN_COLUMNS})
+
+
+def record_snapshot(con: duckdb.DuckDBPyConnection, run_id: int, sha256: str) -> bool:
+    """Record the sha256 of run run_id's published snapshot in results.runs.snapshot_sha256. False (nothing
+    written) when the warehouse has no results.runs row for the run (e.g. a snapshot published before any run)."""
+    check_run_id(run_id)
+    (exists,) = con.execute("SELECT count(*) FROM information_schema.tables "
+                            "WHERE table_schema = 'results' AND table_name = 'runs'").fetchone()
+    if not exists:
+        return False
+    create_runs_table(con)
+    (n,) = con.execute("SELECT count(*) FROM results.runs WHERE run_id = ?", [run_id]).fetchone()
+    if not n:
+        return False
+    con.execute("UPDATE results.runs SET snapshot_sha256 = ? WHERE run_id = ?", [sha256, run_id])
+    return True
