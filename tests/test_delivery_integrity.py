@@ -2,9 +2,7 @@
 timing, its folder or a file changed after it was hashed. Each refusal names the file (and column or
 row where there is one) and leaves the warehouse as it was; what is loaded is what was hashed."""
 
-import json
 import os
-import shutil
 from datetime import date
 from pathlib import Path
 

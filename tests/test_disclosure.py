@@ -24,7 +24,8 @@ from vigil.report.disclosure import (
     shown_small_counts, suppress_small_cumulative,
 )
 from vigil.report import tables as T
-from vigil.report.data import TABLE1_CATEGORICAL, RunData
+from vigil.analysis.describe import TABLE1_CATEGORICAL
+from vigil.report.data import RunData
 from vigil.report.protect import build_protection
 
 HIDDEN = (LESS_THAN_5, SUPPRESSED)

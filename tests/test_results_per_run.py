@@ -269,7 +269,7 @@ def test_an_old_warehouse_gets_the_snapshot_column(tmp_path):
                    flow_run_id VARCHAR, step_seconds JSON)""")
     con.execute("INSERT INTO results.runs VALUES (1, now(), now(), 'completed', 'x', '1.0', NULL, NULL, NULL, "
                 "NULL, NULL)")
-    results.create_runs_table(con)
+    results.create_tables(con, [results.RUNS])
     assert results.record_snapshot(con, 1, "ab" * 32)
     assert not results.record_snapshot(con, 2, "ab" * 32)  # no such run: nothing written
     assert con.execute("SELECT run_id, snapshot_sha256 FROM results.runs").fetchall() == [(1, "ab" * 32)]

@@ -27,9 +27,19 @@ import polars as pl
 
 from vigil.analysis import results
 from vigil.analysis import sap
+from vigil.cohort import strata
 
 TABLES = ("table1_counts", "table1_summary", "table1_smd", "dq_deliveries", "dq_rows", "dq_quarantine",
           "opportunistic_terms")
+# Table 1's categorical rows: variable -> (label, SQL expression over cohort.patients giving the level)
+TABLE1_CATEGORICAL = {
+    **{v: (strata.labels()[v], v)  # the stratum variables (labels: codelists/strata.csv), edss is the columns
+       for v in ("age_group", "sex", "site", "charlson", "prior_dmt", "prior_high_efficacy")},
+    "courses": ("Alemtuzumab courses in follow-up", "CASE WHEN n_courses >= 3 THEN '>=3' ELSE CAST(n_courses AS VARCHAR) END"),
+    "died": ("Died in follow-up", "CASE WHEN died THEN 'Yes' ELSE 'No' END"),
+}
+TABLE1_LEVELS = {"courses": ["1", "2", ">=3"], "died": ["No", "Yes"]}
+
 # the continuous rows of Table 1: results.table1_smd.variable -> prefix of the results.table1_summary columns
 CONTINUOUS = {"age_at_index": "age", "edss_score": "edss", "follow_up_years": "fu"}
 
@@ -37,9 +47,7 @@ CONTINUOUS = {"age_at_index": "age", "edss_score": "edss", "follow_up_years": "f
 def run_descriptives(con: duckdb.DuckDBPyConnection, run_id: int, analysed: list[int]) -> dict:
     """A6 and A7 of run `run_id` (after run_analyses wrote its results.incidence). analysed: the
     delivery_ids the run analysed. Refuses a run_id any of the tables holds. Returns rows per table."""
-    results.check_run_id(run_id)
-    results.create_tables(con, TABLES)
-    results.refuse_existing_run(con, run_id, TABLES)
+    results.prepare(con, run_id, TABLES)
     levels = run_levels(con, run_id)
     counts, summary, smd = table1(con, levels)
     frames = {"table1_counts": counts, "table1_summary": summary, "table1_smd": smd,
@@ -64,9 +72,7 @@ def run_levels(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, list[st
 
 def table1_levels(variable: str, levels: dict[str, list[str]], seen: list[str]) -> list[str]:
     """Rows of a Table 1 characteristic: the stratum levels of the run, else TABLE1_LEVELS then any other
-    level seen, alphabetically (as vigil.report.protect.table1_levels)."""
-    from vigil.report.data import TABLE1_LEVELS
-
+    level seen, alphabetically (the report's rows too: vigil.report.protect.table1_levels)."""
     if variable in levels:
         return levels[variable]
     known = TABLE1_LEVELS.get(variable, [])
@@ -75,8 +81,6 @@ def table1_levels(variable: str, levels: dict[str, list[str]], seen: list[str]) 
 
 def table1(con: duckdb.DuckDBPyConnection, levels: dict[str, list[str]]) -> tuple[pl.DataFrame, ...]:
     """results.table1_counts, table1_summary and table1_smd frames (without run_id) from cohort.patients."""
-    from vigil.report.data import TABLE1_CATEGORICAL
-
     selects = ",\n".join(f"CAST({expr} AS VARCHAR) AS {name}" for name, (_, expr) in TABLE1_CATEGORICAL.items())
     names = ", ".join(TABLE1_CATEGORICAL)
     counts = con.sql(f"""

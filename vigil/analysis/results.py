@@ -32,6 +32,13 @@ def create_tables(con: duckdb.DuckDBPyConnection, tables) -> None:
         execute_file(con, table_file(table))
 
 
+def prepare(con: duckdb.DuckDBPyConnection, run_id: int, tables) -> None:
+    """Before a writer adds run run_id to the tables: create them if needed and refuse a run_id any holds."""
+    check_run_id(run_id)
+    create_tables(con, tables)
+    refuse_existing_run(con, run_id, tables)
+
+
 def refuse_existing_run(con: duckdb.DuckDBPyConnection, run_id: int, tables) -> None:
     """ValueError when any of the tables already holds run_id: a run's results are never overwritten."""
     check_run_id(run_id)
@@ -68,19 +75,12 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame
 
 def insert_attrition(con: duckdb.DuckDBPyConnection, run_id: int) -> str:
     """Copy cohort.attrition into results.attrition as run run_id; returns the relation written."""
-    check_run_id(run_id)
-    create_tables(con, [ATTRITION])
-    refuse_existing_run(con, run_id, [ATTRITION])
+    prepare(con, run_id, [ATTRITION])
     con.execute("""
         INSERT INTO results.attrition (run_id, step, description, n_remaining, n_excluded)
         SELECT $run_id, step, description, n_remaining, n_excluded FROM cohort.attrition ORDER BY step""",
                 {"run_id": run_id})
     return table_file(ATTRITION).qualified_name
-
-
-def create_runs_table(con: duckdb.DuckDBPyConnection) -> None:
-    """results.runs, with the columns a warehouse made by an older vigil lacks added (ALTER in runs.sql)."""
-    create_tables(con, [RUNS])
 
 
 def next_run_id(con: duckdb.DuckDBPyConnection) -> int:
@@ -111,7 +111,7 @@ def record_snapshot(con: duckdb.DuckDBPyConnection, run_id: int, sha256: str) ->
                             "WHERE table_schema = 'results' AND table_name = 'runs'").fetchone()
     if not exists:
         return False
-    create_runs_table(con)
+    create_tables(con, [RUNS])  # with the columns an older warehouse lacks (ALTER in runs.sql)
     (n,) = con.execute("SELECT count(*) FROM results.runs WHERE run_id = ?", [run_id]).fetchone()
     if not n:
         return False

@@ -19,7 +19,6 @@ from vigil import resources, warehouse
 from vigil.analysis import results
 
 SAP_VERSION = "1.0"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.0"
-RUNS_SQL = results.table_file(results.RUNS)
 
 
 @dataclass
@@ -106,7 +105,7 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
 
     started_at = datetime.now(timezone.utc)
     steps: dict[str, float] = dict(earlier_steps or {})
-    results.create_runs_table(con)
+    results.create_tables(con, [results.RUNS])  # with the columns an older warehouse lacks
     con.execute("BEGIN")
     run_id = None
     try:

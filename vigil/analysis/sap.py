@@ -29,11 +29,9 @@ from vigil.analysis import results
 from vigil.analysis.cox import cox_model
 from vigil.cohort import strata
 from vigil.stats import survival as sv
-from vigil.warehouse.sqlfiles import sql_file
 
 RESULT_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
                  "logrank", "cox")
-RESULT_SQL = {name: sql_file("results", name) for name in RESULT_TABLES}
 
 FIRST_EVENT_OUTCOMES = ("first_serious", "first_opportunistic")
 INCIDENCE_OUTCOMES = ("first_serious", "all_serious", "first_opportunistic")
@@ -45,17 +43,11 @@ METHODS = ("kaplan_meier", "aalen_johansen")
 MISSING = "(missing)"   # a NULL stratum value, which the cohort SQL never produces
 
 
-def create_results_tables(con: duckdb.DuckDBPyConnection) -> None:
-    results.create_tables(con, RESULT_TABLES)
-
-
 def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     """Compute SAP A1-A5 for every outcome and stratifier and append them to the results tables as
     run `run_id`. Refuses a run_id that any of these tables already holds. Returns the rows written
     per table and the seconds per step."""
-    results.check_run_id(run_id)
-    create_results_tables(con)
-    results.refuse_existing_run(con, run_id, RESULT_TABLES)
+    results.prepare(con, run_id, RESULT_TABLES)
     levels = strata_levels(con)
     seconds: dict[str, float] = {}
     frames: dict[str, pl.DataFrame] = {}

@@ -190,11 +190,12 @@ def _read_manifest(folder: Path, contract: Contract, facts: list) -> tuple[dict,
         raise Refusal(f"manifest.json cannot be read as JSON: {exc}", "manifest.json") from None
     if not isinstance(manifest, dict):
         raise Refusal("manifest.json must hold a JSON object", "manifest.json")
-    facts.append(ManifestFacts.of(manifest, hashlib.sha256(data).hexdigest()))
+    manifest_sha256 = hashlib.sha256(data).hexdigest()
+    facts.append(ManifestFacts.of(manifest, manifest_sha256))
     missing = [k for k in contract.manifest_keys if k not in manifest]
     if missing:
         raise Refusal(f"manifest.json lacks {', '.join(missing)}", "manifest.json")
-    return manifest, hashlib.sha256(data).hexdigest()
+    return manifest, manifest_sha256
 
 
 def _parse_manifest_dates(manifest: dict) -> tuple[date, datetime]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from vigil.analysis import describe
 from vigil.analysis import sap as analysis
 from vigil.cohort import strata
 
@@ -143,25 +144,13 @@ def _results(con, table: str, run_id: int, order: str = "") -> pl.DataFrame:
     return frame
 
 
-def _levels(incidence: pl.DataFrame) -> dict[str, list[str]]:
-    """Stratum variable -> levels in the run's SAP order (results.incidence.stratum_order, then any other
-    level alphabetically), the keys in analysis.STRATIFIERS order first (vigil.analysis.describe.run_levels)."""
-    levels: dict[str, list[str]] = {v: [] for v in analysis.STRATIFIERS}
-    strata = (incidence.filter(pl.col("stratifier") != "overall")
-              .group_by("stratifier", "stratum").agg(pl.col("stratum_order").min())
-              .sort("stratifier", "stratum_order", "stratum"))
-    for variable, level, _ in strata.iter_rows():
-        levels.setdefault(variable, []).append(level)
-    return levels
-
-
 def load_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> RunData:
     """Run `run_id` (default: the latest completed) as the report shows it, from results.* only."""
     run = select_run(con, run_id)
     rid = run["run_id"]
     frames = {t: _results(con, t, rid) for t in RESULT_TABLES}
     incidence = frames["incidence"]
-    levels = _levels(incidence)
+    levels = describe.run_levels(con, rid)
 
     deliveries = _results(con, "dq_deliveries", rid, "ORDER BY delivery_id").drop("run_id")
     # the status the run saw (the old report derived it from audit; status_at_run is the name the tables use)
@@ -182,15 +171,3 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> RunData:
                    frames["cumulative_incidence"], frames["cumulative_incidence_curves"], frames["logrank"],
                    frames["cox"], levels, deliveries, delivery_tables, quarantine, counts, stats, terms,
                    comments=comments, table1_smd=smd)
-
-
-# Table 1 ----------------------------------------------------------------------------------------
-
-TABLE1_CATEGORICAL = {
-    # variable: (label, SQL expression giving the level)
-    **{v: (strata.labels()[v], v)  # the stratum variables (labels: codelists/strata.csv), edss is the columns
-       for v in ("age_group", "sex", "site", "charlson", "prior_dmt", "prior_high_efficacy")},
-    "courses": ("Alemtuzumab courses in follow-up", "CASE WHEN n_courses >= 3 THEN '>=3' ELSE CAST(n_courses AS VARCHAR) END"),
-    "died": ("Died in follow-up", "CASE WHEN died THEN 'Yes' ELSE 'No' END"),
-}
-TABLE1_LEVELS = {"courses": ["1", "2", ">=3"], "died": ["No", "Yes"]}

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from vigil.report.disclosure import cell_key, format_count, is_small, pinned_cells, protect_relations
-from vigil.report.data import TABLE1_CATEGORICAL, TABLE1_LEVELS, RunData
+from vigil.analysis import describe
+from vigil.analysis.describe import TABLE1_CATEGORICAL
+from vigil.report.data import RunData
 
 OVERALL = ("overall", "all")
 
@@ -231,8 +233,5 @@ def build_protection(data: RunData, at_risk: pl.DataFrame) -> Protection:
 
 
 def table1_levels(data: RunData, variable: str) -> list[str]:
-    if variable in data.levels:
-        return data.levels[variable]
-    known = TABLE1_LEVELS.get(variable, [])
     seen = data.table1_counts.filter(pl.col("variable") == variable)["level"].unique().to_list()
-    return known + sorted(set(seen) - set(known))
+    return describe.table1_levels(variable, data.levels, seen)

@@ -18,9 +18,9 @@ from vigil.report.disclosure import (
     LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, cell_key, format_estimate, format_interval, format_p,
     is_small,
 )
-from vigil.analysis.describe import CONTINUOUS, smd_categorical, smd_continuous  # noqa: F401 (re-exported)
+from vigil.analysis.describe import CONTINUOUS, TABLE1_CATEGORICAL
 from vigil.inert import inert
-from vigil.report.data import METHODS, OUTCOMES, STRATIFIERS, TABLE1_CATEGORICAL, WINDOW_ORDER, RunData
+from vigil.report.data import METHODS, OUTCOMES, STRATIFIERS, WINDOW_ORDER, RunData
 from vigil.report.protect import OVERALL, Protection, patients_key, table1_levels
 
 LEGEND = (f"{LESS_THAN_5}: a count of 1 to 4. {SUPPRESSED}: suppressed by disclosure control (SAP 5). "
@@ -154,8 +154,7 @@ def attrition_keys(data: RunData, prot: Protection) -> list[str]:
 
 
 # The SMDs are computed by the analysis run (vigil.analysis.describe, results.table1_smd) from the exact
-# counts; the report only decides whether to show them. The functions are re-exported under their old names.
-_smd_continuous = smd_continuous
+# counts; the report only decides whether to show them.
 
 
 def table1(data: RunData, prot: Protection) -> Table:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from vigil.contract import Contract
+from vigil.hashing import file_sha256
 from vigil.synth.parameters import _POLARS_TYPES
 
 
@@ -25,14 +25,6 @@ def _created_at_text(data_cut: date, created_at: datetime | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Writing deliveries.
 # ---------------------------------------------------------------------------------------------
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

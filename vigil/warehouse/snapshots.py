@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from vigil import warehouse
+from vigil.hashing import CHUNK, file_sha256
 
 SNAPSHOTS_KEPT = 5
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH  # 0444
@@ -112,7 +113,7 @@ def _checkpointed(db_path: Path) -> bool:
     return not (wal.exists() and wal.stat().st_size > 0)
 
 
-def _copy_and_hash(source: Path, target: Path, chunk: int = 1 << 20) -> str:
+def _copy_and_hash(source: Path, target: Path, chunk: int = CHUNK) -> str:
     digest = hashlib.sha256()
     target.unlink(missing_ok=True)  # a read-only partial copy a killed publish left
     with source.open("rb") as reader, target.open("wb") as writer:
@@ -150,14 +151,6 @@ def _record_in_warehouse(db_path: Path, run_id: int, digest: str) -> None:
         con.execute("CHECKPOINT")
     finally:
         con.close()
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def snapshot_run_id(path: Path) -> int | None:
