@@ -46,6 +46,7 @@ test-fast: install
 reference: install
 	$(VENV)/bin/python tests/reference/make_datasets.py tests/reference/data
 	Rscript tests/reference/survival_reference.R tests/reference
+	Rscript tests/reference/aliased_reference.R tests/reference
 
 benchmark: install
 	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3

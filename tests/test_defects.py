@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 import tomllib
@@ -210,6 +209,29 @@ def test_cox_model_reports_the_aliased_level_and_keeps_the_others():
     assert np.isnan(aliased.coef) and "aliased" in aliased.note and "a[a1]" in aliased.note
     assert "aliased" in full[("GLOBAL", None)].note
     assert full[("GLOBAL", None)].ph_chisq == pytest.approx(reduced[("GLOBAL", None)].ph_chisq, rel=1e-8)
+
+
+def test_cox_model_with_an_aliased_level_equals_r_coxph():
+    # tests/reference/aliased_reference.R: coxph(Surv(t, status) ~ a + b + c, ties = "efron") with b = a:
+    # NA for b; a and c, their PH tests and the global test as fitted.
+    from vigil.analysis.cox import cox_model
+
+    reference = ROOT / "tests" / "reference"
+    patients = pl.read_csv(reference / "data" / "aliased.csv")
+    counts = patients.group_by("t", "a", "b", "c").agg(n_events=pl.col("status").sum(), n_leaving=pl.len())
+    levels = {"a": ["a0", "a1"], "b": ["b0", "b1"], "c": ["c0", "c1"]}
+    model = {(r.variable, r.level): r for r in cox_model(counts, ["a", "b", "c"], levels)}
+    r_cox = {row["term"]: row for row in pl.read_csv(reference / "expected" / "aliased" / "cox.csv").iter_rows(named=True)}
+    r_zph = {row["term"]: row for row in pl.read_csv(reference / "expected" / "aliased" / "zph.csv").iter_rows(named=True)}
+    for variable, level in [("a", "a1"), ("c", "c1")]:
+        row, r = model[variable, level], r_cox[f"{variable}{level}"]
+        assert row.coef == pytest.approx(r["coef"], abs=1e-6)
+        assert row.se == pytest.approx(r["se"], abs=1e-6)
+        assert row.p_value == pytest.approx(r["p"], rel=1e-6)
+        assert row.ph_chisq == pytest.approx(r_zph[variable]["chisq"], abs=1e-6)
+    assert r_cox["bb1"]["coef"] is None and np.isnan(model["b", "b1"].coef)
+    assert model["GLOBAL", None].ph_chisq == pytest.approx(r_zph["GLOBAL"]["chisq"], abs=1e-6)
+    assert model["GLOBAL", None].ph_df == r_zph["GLOBAL"]["df"]
 
 
 # ------------------------------------------------------------------------------------ dependencies

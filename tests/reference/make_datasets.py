@@ -104,6 +104,17 @@ def few_events() -> pl.DataFrame:
 DATASETS = {"ordinary": ordinary, "few_events": few_events}
 
 
+def aliased(seed: int = 3, n: int = 400) -> pl.DataFrame:
+    """Cox with an aliased level (tests/reference/aliased_reference.R): a, c in {0, 1} and b = a in
+    every patient, so the column of b is that of a: coxph reports NA for b and fits a and c."""
+    rng = np.random.default_rng(seed)
+    a, c = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    event_t = np.ceil(rng.exponential(200 / np.exp(0.6 * a - 0.4 * c)))
+    censor_t = np.ceil(rng.uniform(20, 400, n))
+    return pl.DataFrame({"t": np.minimum(event_t, censor_t).astype(int), "status": (event_t <= censor_t).astype(int),
+                         "a": np.where(a, "a1", "a0"), "b": np.where(a, "b1", "b0"), "c": np.where(c, "c1", "c0")})
+
+
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, make in DATASETS.items():
@@ -111,6 +122,7 @@ def main(out: Path) -> None:
         frame.write_csv(out / f"{name}.csv")
         events = frame.group_by("status").len().sort("status").rows()
         print(f"{name}: {frame.height} patients, status counts {events}")
+    aliased().write_csv(out / "aliased.csv")
 
 
 if __name__ == "__main__":
