@@ -433,18 +433,18 @@ def test_two_gigabytes_of_garbage_are_refused_early_in_bounded_memory(tmp_path, 
     assert peak_mb < 512
 
 
-@pytest.mark.flow  # the CLI starts Prefect's temporary server
-def test_cli_refuses_hostile_deliveries_one_line_each_without_traceback(tmp_path):
-    """The one CLI run (each starts Prefect's temporary server): exit 3 and one line per problem."""
+@pytest.mark.flow  # the CLI's ingest is a flow: against the session's Prefect server
+def test_cli_refuses_hostile_deliveries_one_line_each_without_traceback(tmp_path, prefect_harness):
+    """The one CLI run: exit 3 and one line per problem."""
+    from prefect.settings import PREFECT_API_URL
+
     landing = tmp_path / "landing"
     semicolons = write_delivery(landing, site="DK01")
     edit(semicolons, "patients.csv", lambda b: b.replace(b",", b";"))
     rehash(semicolons)
     escape = write_delivery(landing, valid_rows("SE02"), site="SE02")
     symlink_out("follow_up.csv")(escape)
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               COLUMNS="1000")  # wide enough that no message is wrapped
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), COLUMNS="1000")  # no message is wrapped
     result = subprocess.run([str(Path(sys.executable).with_name("vigil")), "ingest", str(landing),
                              "--db", str(tmp_path / "wh" / "vigil.duckdb")],
                             capture_output=True, text=True, env=env, timeout=600)

@@ -23,6 +23,7 @@ from vigil import warehouse
 from vigil.report.disclosure import shown_small_counts
 from vigil.ingest.load import delivery_order, ingest_delivery
 from vigil.report import ReportError, render_report
+from vigil.report.render import FIGURE_CACHE
 from vigil.report.data import select_run
 from vigil.analysis.runs import analyse
 
@@ -264,7 +265,7 @@ def test_rendering_a_run_again_replaces_its_folder_whole(tiny, tmp_path):
     (again.out_dir / "stray.txt").write_text("left by an earlier render")
     replaced = render_report(db, tmp_path / "report", run_id=first.run_id)
     assert replaced.out_dir == again.out_dir and not (replaced.out_dir / "stray.txt").exists()
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["current", replaced.out_dir.name]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [FIGURE_CACHE, "current", replaced.out_dir.name]
 
 
 def test_table_1_comes_from_the_runs_results_not_the_rebuilt_cohort(small, tmp_path):

@@ -5,10 +5,19 @@ values that the tables show after disclosure control, and knows how many data po
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import io
+import json
 import math
+import os
 import textwrap
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -52,6 +61,60 @@ class Figure:
         return f"{self.width_in:.2f}in"
 
 
+# ---------------------------------------------------------------------------------------------
+# Drawing a figure costs about half a second (most of a report's figure time); a run rendered again,
+# or a later run whose figure has the same input, takes the PNG from a cache beside the reports.
+# A figure is a pure function of its arguments and of this module, matplotlib and DPI, so the key is
+# the hash of those; the cached file holds exactly what drawing it would return.
+
+_cache_dir: ContextVar[Path | None] = ContextVar("figure_cache", default=None)
+_CODE = hashlib.sha256(Path(__file__).read_bytes() + f"{matplotlib.__version__}|{DPI}".encode()).hexdigest()
+CACHE_DAYS = 90  # entries not used for this long are removed
+
+
+@contextmanager
+def figure_cache(folder: Path) -> Iterator[None]:
+    """Figures drawn inside this block are kept in (and taken from) `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    token = _cache_dir.set(folder)
+    try:
+        yield
+    finally:
+        _cache_dir.reset(token)
+        stale = time.time() - CACHE_DAYS * 86400
+        for entry in folder.glob("*.json"):
+            try:
+                if entry.stat().st_mtime < stale:
+                    entry.unlink()
+            except OSError:
+                pass
+
+
+def _cached(draw):
+    @functools.wraps(draw)
+    def cached(*args, **kwargs):
+        folder = _cache_dir.get()
+        if folder is None:
+            return draw(*args, **kwargs)
+        key = hashlib.sha256(f"{_CODE}|{draw.__name__}|{args!r}|{sorted(kwargs.items())!r}".encode()).hexdigest()
+        path = folder / f"{key}.json"
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            os.utime(path)
+            return None if kept is None else Figure(**kept)
+        except (OSError, ValueError, TypeError):
+            pass
+        figure = draw(*args, **kwargs)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        try:  # a write that fails or is interrupted leaves no entry: the figure is drawn again next time
+            partial.write_text(json.dumps(None if figure is None else asdict(figure)), encoding="utf-8")
+            os.replace(partial, path)
+        except OSError:
+            partial.unlink(missing_ok=True)
+        return figure
+    return cached
+
+
 def _render(fig) -> tuple[str, float]:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05, metadata={"Software": None})
@@ -70,6 +133,7 @@ def _figure(fig_id: str, title: str, fig, points: int, caption: str) -> Figure:
 # attrition
 
 
+@_cached
 def attrition_figure(steps: list[tuple[str, str, str, str]]) -> Figure:
     """steps: (step, criterion, remaining, excluded) as shown in the attrition table; the exclusions of a
     step are drawn on the way into its box."""
@@ -108,6 +172,7 @@ def _forest_axis(ax, y, est, lo, hi, colour, marker="s", size=4.5):
                 elinewidth=1.0, capsize=2)
 
 
+@_cached
 def incidence_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | None:
     """rows: group, label, rate, lo, hi, shown (bool), note (text for rows not drawn)."""
     drawable = [r for r in rows if r["shown"]]
@@ -145,6 +210,7 @@ def incidence_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figur
                   "Rows marked [c] are suppressed (SAP 5).")
 
 
+@_cached
 def risk_window_figure(rows: list[dict]) -> Figure | None:
     drawable = [r for r in rows if r["shown"]]
     if not drawable:
@@ -168,6 +234,7 @@ def risk_window_figure(rows: list[dict]) -> Figure | None:
                   len(drawable), "Rate of serious infection episodes per 1,000 person-years with exact 95% CI.")
 
 
+@_cached
 def cox_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | None:
     """rows: label, group, uni (hr, lo, hi) or None, multi (hr, lo, hi) or None, reference (bool),
     uni_note / multi_note (text when not drawn)."""
@@ -223,6 +290,7 @@ def _year_step(span_years: float, max_ticks: int) -> float:
     return math.ceil(span_years / max_ticks)
 
 
+@_cached
 def curves_figure(title: str, panels: list[tuple[str, dict[str, dict]]], fig_id: str, caption: str,
                   max_day: int | None = None) -> Figure | None:
     """panels: (panel title, {stratum: {"day": [...], "estimate": [...], "lo": [...], "hi": [...]}}), curves

@@ -34,6 +34,7 @@ from vigil.report.protect import Protection, build_protection, patients_key
 
 STUDY_TITLE = "Serious infections after alemtuzumab in relapsing–remitting multiple sclerosis"
 STUDY_SUBTITLE = "Post-authorisation safety study: incidence report"
+FIGURE_CACHE = ".figure-cache"  # in the reports folder, beside run-<N>/ (vigil.report.figures)
 
 
 @dataclass
@@ -147,11 +148,12 @@ def render_report(con_or_db, out_dir: Path, run_id: int | None = None) -> Report
     seconds["disclosure"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    sections, cover = build_sections(data, prot, db_path)
+    report_root = Path(out_dir)
+    with F.figure_cache(report_root / FIGURE_CACHE):
+        sections, cover = build_sections(data, prot, db_path)
     seconds["tables_figures"] = time.perf_counter() - t
 
     rid = data.run["run_id"]
-    report_root = Path(out_dir)
     out_dir = partial_dir(report_root, rid)
     tables_dir = out_dir / "tables"
     tables_dir.mkdir(parents=True)
