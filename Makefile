@@ -42,11 +42,14 @@ test: install
 test-fast: install
 	$(VENV)/bin/python -m pytest --fast $(TEST_PARALLEL) $(PYTEST_ARGS)
 
-# Regenerates the R reference (needs Debian's r-base-core and r-cran-survival); tests only read its output.
+# Regenerates the R reference; tests only read its output. Needs Debian's r-base-core and r-cran-survival,
+# and for the sequential test CRAN's Sequential 4.5 (pure R): install r-cran-boot, r-cran-maxlik and
+# r-cran-fftw, then `R CMD INSTALL` the sources of pmultinom and Sequential 4.5 (docs/monitoring.md).
 reference: install
 	$(VENV)/bin/python tests/reference/make_datasets.py tests/reference/data
 	Rscript tests/reference/survival_reference.R tests/reference
 	Rscript tests/reference/aliased_reference.R tests/reference
+	Rscript tests/reference/sequential_reference.R tests/reference
 
 benchmark: install
 	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3
