@@ -218,10 +218,12 @@ _HIDDEN = ["_pos", "_reason", "_rule"]
 
 
 def _inject_faults(contract: Contract, site: str, tables: dict[str, pl.DataFrame], rng: np.random.Generator,
-                   data_cut: date, fmt: str) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], pl.DataFrame]:
+                   data_cut: date, fmt: str, last_event: int | None = None,
+                   ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], pl.DataFrame]:
     """Break each row rule once in the site's delivery, on cohort patients only (so every
     attrition exclusion survives). Returns the delivered tables (text), the rows the quarantine
-    keeps (typed), and faults.csv's rows for the site."""
+    keeps (typed), and faults.csv's rows for the site. Infections the faults add are numbered
+    after `last_event` (default: the number of infections, which synthesize_study numbers 1 on)."""
     if missing := [r.rule_id for r in contract.rules if r.rule_id not in _FAULTS]:
         raise ValueError(f"synth: no fault recipe for contract rules {missing}")
     tables = _ensure_deaths(tables, data_cut, sum(f.patient == "dead" for f in _FAULTS.values()))
@@ -266,7 +268,7 @@ def _inject_faults(contract: Contract, site: str, tables: dict[str, pl.DataFrame
     rekey: dict[str, str] = {}
     orphan_pool = _patient_ids(site, 2 * len(_FAULTS), rng)
     orphans = iter(orphan_pool.filter(~orphan_pool.is_in(ids.implode())))
-    events = frames["infections"].height
+    events = frames["infections"].height if last_event is None else last_event
     for number, rule in enumerate(contract.rules):
         fault, index = _FAULTS[rule.rule_id], chosen[rule.rule_id]
         pid = ids[index]

@@ -107,15 +107,42 @@ class _Site:
     course_start: np.ndarray  # (n, 4) days after index0, -1 = no such course
     course_error: np.ndarray  # added to the site's course_number of the last course (usually 0)
 
+    exposure: pl.DataFrame | None = None  # set by _infections when it draws under a _Hazard
+
     @property
     def n(self) -> int:
         return len(self.index0)
 
 
+@dataclass(frozen=True)
+class _Hazard:
+    """How a series of data cuts changes the infection hazards of the generator (vigil.synth.cuts):
+    the serious-infection rate and the chance that a non-serious infection is opportunistic are
+    multiplied by `scale` throughout and by `ratio` as well from day `from_day` on (None: throughout),
+    the chance that any infection is opportunistic by `opportunistic` throughout. So the serious
+    hazard is scale x ratio(t) times synthesize_study's, the opportunistic hazard scale x ratio(t) x
+    opportunistic times its: both piecewise constant in calendar time, with the same known ratio
+    (drawn so that nothing before from_day depends on the ratio: _series_infections)."""
+
+    scale: float = 1.0
+    ratio: float = 1.0
+    from_day: int | None = None  # day number of the first day at the raised rate
+    opportunistic: float = 1.0
+
+
 def _generate_site(contract: Contract, site: str, n: int, rng: np.random.Generator,
                    data_cut: date) -> dict[str, pl.DataFrame]:
     """The seven tables of one site's clean delivery, typed, columns in contract order."""
-    s = _draw_patients(site, n, rng, _day(data_cut))
+    return _site_history(contract, site, n, rng, data_cut)[0]
+
+
+def _site_history(contract: Contract, site: str, n: int, rng: np.random.Generator, data_cut: date,
+                  entry: tuple[int, int] | None = None,
+                  hazard: _Hazard | None = None) -> tuple[dict[str, pl.DataFrame], _Site]:
+    """_generate_site's tables and the patient-level draws behind them. `entry` (first and last day
+    of the planned first infusions) and `hazard` are for a series of data cuts; without them the
+    draws are exactly those of _generate_site."""
+    s = _draw_patients(site, n, rng, _day(data_cut), entry)
     columns = {
         "alemtuzumab_infusions": _infusions(s),
         "dmt_history": _dmt_history(s, rng),
@@ -131,7 +158,7 @@ def _generate_site(contract: Contract, site: str, n: int, rng: np.random.Generat
     for variable, ratios in SERIOUS_INFECTION_HAZARD_RATIOS.items():
         level = strata[_STRATUM_COLUMNS[variable]]
         hazard_ratio *= level.replace_strict(ratios, default=1.0, return_dtype=pl.Float64).fill_null(1.0).to_numpy()
-    columns["infections"] = _infections(s, hazard_ratio, rng)
+    columns["infections"] = _infections(s, hazard_ratio, rng, hazard)
     _end_rows_at_death(s, columns)
     dead = s.end_reason == _DEATH
     columns["follow_up"] = {"patient_id": s.ids, "followup_end_date": _dates(s.end),
@@ -139,7 +166,7 @@ def _generate_site(contract: Contract, site: str, n: int, rng: np.random.Generat
                             "death_date": _dates(np.where(dead, s.end, np.nan))}
     return {name: pl.DataFrame({c.name: columns[name][c.name] for c in table.columns})
             .cast({c.name: _POLARS_TYPES[c.type] for c in table.columns})
-            for name, table in contract.tables.items()}
+            for name, table in contract.tables.items()}, s
 
 
 def _patient_ids(site: str, n: int, rng: np.random.Generator) -> pl.Series:
@@ -154,9 +181,13 @@ def _patient_ids(site: str, n: int, rng: np.random.Generator) -> pl.Series:
     return f"{site}-" + pl.Series("patient_id", hex16)
 
 
-def _draw_patients(site: str, n: int, rng: np.random.Generator, cut: int) -> _Site:
-    last_index = min(_day(date(2025, 12, 31)), cut - 180)
-    first_index = min(_day(date(2014, 1, 1)), last_index - 4 * 365)
+def _draw_patients(site: str, n: int, rng: np.random.Generator, cut: int,
+                   entry: tuple[int, int] | None = None) -> _Site:
+    if entry is None:
+        last_index = min(_day(date(2025, 12, 31)), cut - 180)
+        first_index = min(_day(date(2014, 1, 1)), last_index - 4 * 365)
+    else:
+        first_index, last_index = entry
     index0 = rng.integers(first_index, last_index + 1, n)
 
     # Exact numbers of patients who fall out at each attrition step, disjoint.
@@ -360,10 +391,34 @@ def _edss_assessments(s: _Site, rng: np.random.Generator) -> dict:
             "edss": half_points[order] / 2}
 
 
-def _infections(s: _Site, hazard_ratio: np.ndarray, rng: np.random.Generator) -> dict:
-    """Poisson processes over [index, end] with piecewise-constant rates (early window after each
-    course start, then the rest of the course); fatal infections end follow-up (updates `s`)."""
-    n = s.n
+# The chance that an infection is opportunistic (serious or not: within OPPORTUNISTIC_WINDOW_DAYS of its
+# course's start, or later), that a serious one is fatal (opportunistic or not), and the days from the
+# onset of a fatal infection to the death (0 to _DEATH_DELAY_DAYS - 1).
+_OI_SHARE_SERIOUS = (0.2, 0.04)
+_OI_SHARE_NON_SERIOUS = (0.02, 0.004)
+_FATAL_SHARE = (0.06, 0.01)
+_DEATH_DELAY_DAYS = 15
+
+
+@dataclass
+class _Segments:
+    """Stretches of follow-up with constant infection rates: per course given, its early window and the
+    rest until the next course or the end. Days are counted from the patient's index0."""
+
+    patient: np.ndarray
+    start: np.ndarray  # float
+    length: np.ndarray  # float, days
+    course_start: np.ndarray  # float
+    early: np.ndarray  # bool
+
+    def part(self, low: np.ndarray, high: np.ndarray) -> _Segments:
+        """Each segment cut to [low, high) (days from index0, per segment)."""
+        start = np.clip(low, self.start, self.start + self.length)
+        stop = np.clip(high, start, self.start + self.length)
+        return _Segments(self.patient, start, stop - start, self.course_start, self.early)
+
+
+def _segments(s: _Site) -> _Segments:
     horizon = (s.end - s.index0 + 1).astype(float)  # person-time in days, exit day included
     given = (s.course_start >= 0) & (horizon > 0)[:, None]
     next_start = np.column_stack([np.where(s.course_start[:, c + 1] >= 0, s.course_start[:, c + 1], horizon)
@@ -372,50 +427,47 @@ def _infections(s: _Site, hazard_ratio: np.ndarray, rng: np.random.Generator) ->
     start = s.course_start[patient, course].astype(float)
     stop = next_start[patient, course]
     early_end = np.minimum(start + EARLY_WINDOW_DAYS + 1, stop)
-    seg_patient = np.concatenate([patient, patient])
-    seg_start = np.concatenate([start, early_end])
-    seg_length = np.concatenate([early_end - start, stop - early_end])
-    seg_course_start = np.concatenate([start, start])
-    seg_early = np.repeat([True, False], len(patient))
+    return _Segments(np.concatenate([patient, patient]), np.concatenate([start, early_end]),
+                     np.concatenate([early_end - start, stop - early_end]), np.concatenate([start, start]),
+                     np.repeat([True, False], len(patient)))
 
-    events = []
-    for serious in (True, False):
-        if serious:
-            rate = BASELINE_SERIOUS_RATE * hazard_ratio[seg_patient] * np.where(seg_early, EARLY_WINDOW_RATE_RATIO, 1)
-        else:
-            rate = NON_SERIOUS_RATE * np.where(seg_early, 1.5, 1.0)
-        segment = np.repeat(np.arange(len(seg_start)), rng.poisson(rate * seg_length / 365.25))
-        offset = np.floor(seg_start[segment] + rng.random(len(segment)) * seg_length[segment]).astype(np.int64)
-        events.append((seg_patient[segment], offset, offset - seg_course_start[segment].astype(np.int64),
-                       np.full(len(segment), serious)))
-    patient, offset, since_course, serious = (np.concatenate(parts) for parts in zip(*events))
-    m = len(patient)
 
+def _rates(seg: _Segments, hazard_ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Serious and non-serious infections per person-year in each segment."""
+    serious = BASELINE_SERIOUS_RATE * hazard_ratio[seg.patient] * np.where(seg.early, EARLY_WINDOW_RATE_RATIO, 1)
+    return serious, NON_SERIOUS_RATE * np.where(seg.early, 1.5, 1.0)
+
+
+def _draw(rng: np.random.Generator, seg: _Segments, rate: np.ndarray, serious: bool) -> tuple[np.ndarray, ...]:
+    """A Poisson process at `rate` over each segment: events' patient, day (from index0), days since
+    their course's start, seriousness."""
+    segment = np.repeat(np.arange(len(seg.start)), rng.poisson(rate * seg.length / 365.25))
+    offset = np.floor(seg.start[segment] + rng.random(len(segment)) * seg.length[segment]).astype(np.int64)
+    return (seg.patient[segment], offset, offset - seg.course_start[segment].astype(np.int64),
+            np.full(len(segment), serious))
+
+
+def _kinds(rng: np.random.Generator, serious: np.ndarray, since_course: np.ndarray,
+           share_factor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each event: opportunistic or not (the share times `share_factor`), its term, fatal or not."""
+    m = len(serious)
     early = since_course <= OPPORTUNISTIC_WINDOW_DAYS
-    opportunistic = rng.random(m) < np.where(serious, np.where(early, 0.2, 0.04), np.where(early, 0.02, 0.004))
+    share = np.where(serious, np.where(early, *_OI_SHARE_SERIOUS), np.where(early, *_OI_SHARE_NON_SERIOUS))
+    if share_factor is not None:
+        share = share * share_factor
+    opportunistic = rng.random(m) < share
     term = np.zeros(m, dtype=np.int64)
     for chosen, frequency in ((opportunistic, OPPORTUNISTIC_TERMS), (serious & ~opportunistic, SERIOUS_TERMS),
                               (~serious & ~opportunistic, NON_SERIOUS_TERMS)):
         term[chosen] = rng.choice(len(_ALL_TERMS), chosen.sum(), p=_weights(_ALL_TERMS, frequency))
-    fatal = serious & (rng.random(m) < np.where(opportunistic, 0.06, 0.01))
+    fatal = serious & (rng.random(m) < np.where(opportunistic, *_FATAL_SHARE))
+    return opportunistic, term, fatal
 
-    # A fatal infection: death 0-14 days after onset (not after the cut, nor after a death already
-    # due); nothing is recorded after the onset of the first fatal infection.
-    first_fatal = np.full(n, np.iinfo(np.int64).max)
-    np.minimum.at(first_fatal, patient[fatal], offset[fatal])
-    keep = offset <= first_fatal[patient]
-    patient, offset, serious, opportunistic, term, fatal = (
-        a[keep] for a in (patient, offset, serious, opportunistic, term, fatal))
-    died = np.flatnonzero(first_fatal < np.iinfo(np.int64).max)
-    death = np.minimum(s.index0[died] + first_fatal[died] + rng.integers(0, 15, len(died)), s.cut)
-    death = np.where(s.end_reason[died] == _DEATH, np.minimum(death, s.end[died]), death)
-    s.end[died] = death
-    s.end_reason[died] = _DEATH
 
-    m = len(patient)
-    order = np.lexsort((offset, patient))
-    patient, offset, serious, opportunistic, term, fatal = (
-        a[order] for a in (patient, offset, serious, opportunistic, term, fatal))
+def _details(rng: np.random.Generator, serious: np.ndarray, opportunistic: np.ndarray, term: np.ndarray,
+             fatal: np.ndarray) -> dict:
+    """The infections table's columns after onset_date, for events of these kinds."""
+    m = len(serious)
     terms = _pick(_ALL_TERMS, term)
     case = rng.random(m)  # sites write some study terms in other cases: matching is case-insensitive
     terms = pl.select(pl.when(pl.lit(opportunistic & (case < 0.05))).then(terms.str.to_lowercase())
@@ -435,13 +487,147 @@ def _infections(s: _Site, hazard_ratio: np.ndarray, rng: np.random.Generator) ->
     reported = (rng.random(m) < np.where(opportunistic, 0.85, 0.35)) & (n_options[term] > 0)
     pathogen = np.where(reported, first_option[term] + np.floor(rng.random(m) * n_options[term]).astype(np.int64), -1)
     code = np.where(rng.random(m) < 0.08, np.nan, _TERM_CODES[term])
-    return {"patient_id": s.ids.gather(patient),
-            "event_id": f"{s.site}-I" + pl.Series(np.arange(1, m + 1)).cast(pl.String).str.zfill(8),
-            "onset_date": _dates(s.index0[patient] + offset), "meddra_pt": terms,
-            "meddra_pt_code": pl.Series(code, nan_to_null=True).cast(pl.Int64),
+    return {"meddra_pt": terms, "meddra_pt_code": pl.Series(code, nan_to_null=True).cast(pl.Int64),
             "serious": np.where(serious, "Y", "N"),
             "seriousness_criteria": pl.select(pl.when(pl.lit(serious)).then(pl.Series(criteria))).to_series(),
             "pathogen": _pick(flat_pathogens, pathogen), "outcome": outcome}
+
+
+def _event_ids(site: str, numbers: np.ndarray) -> pl.Series:
+    return f"{site}-I" + pl.Series(numbers).cast(pl.String).str.zfill(8)
+
+
+def _die(s: _Site, died: np.ndarray, death: np.ndarray) -> None:
+    """Patients `died` die on `death` (not after the cut, nor after a death already due)."""
+    death = np.minimum(death, s.cut)
+    death = np.where(s.end_reason[died] == _DEATH, np.minimum(death, s.end[died]), death)
+    s.end[died] = death
+    s.end_reason[died] = _DEATH
+
+
+def _infections(s: _Site, hazard_ratio: np.ndarray, rng: np.random.Generator, hazard: _Hazard | None = None) -> dict:
+    """Poisson processes over [index, end] with piecewise-constant rates (early window after each
+    course start, then the rest of the course); fatal infections end follow-up (updates `s`)."""
+    if hazard is not None:
+        return _series_infections(s, hazard_ratio, rng, hazard)
+    n = s.n
+    seg = _segments(s)
+    events = [_draw(rng, seg, rate, serious) for rate, serious in zip(_rates(seg, hazard_ratio), (True, False))]
+    patient, offset, since_course, serious = (np.concatenate(parts) for parts in zip(*events))
+    opportunistic, term, fatal = _kinds(rng, serious, since_course)
+
+    # A fatal infection: death 0-14 days after onset (not after the cut, nor after a death already
+    # due); nothing is recorded after the onset of the first fatal infection.
+    first_fatal = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first_fatal, patient[fatal], offset[fatal])
+    keep = offset <= first_fatal[patient]
+    patient, offset, serious, opportunistic, term, fatal = (
+        a[keep] for a in (patient, offset, serious, opportunistic, term, fatal))
+    died = np.flatnonzero(first_fatal < np.iinfo(np.int64).max)
+    _die(s, died, s.index0[died] + first_fatal[died] + rng.integers(0, _DEATH_DELAY_DAYS, len(died)))
+
+    m = len(patient)
+    order = np.lexsort((offset, patient))
+    patient, offset, serious, opportunistic, term, fatal = (
+        a[order] for a in (patient, offset, serious, opportunistic, term, fatal))
+    return {"patient_id": s.ids.gather(patient), "event_id": _event_ids(s.site, np.arange(1, m + 1)),
+            "onset_date": _dates(s.index0[patient] + offset)} | _details(rng, serious, opportunistic, term, fatal)
+
+
+def _series_infections(s: _Site, hazard_ratio: np.ndarray, rng: np.random.Generator, hazard: _Hazard) -> dict:
+    """_infections for a series of data cuts (see _Hazard). The process at ratio 1 (the rates times the
+    scale) is drawn from `rng`, every draw of it before any fatality is applied, so it does not depend
+    on the ratio or its day; the ratio then works on it from its day on, with draws of its own: a
+    ratio above 1 adds the events of a process at (ratio - 1) x the rates (serious infections, and the
+    opportunistic ones of non-serious infections), a ratio below 1 keeps each serious or opportunistic
+    event with probability ratio. So every delivery cut before the day is the same whatever the ratio,
+    and from the day on both hazards are ratio times as high. Sets s.exposure."""
+    own = rng.spawn(1)[0]  # the ratio's draws (rng.spawn leaves rng's own stream where it is)
+    seg = _segments(s)
+    serious_rate, non_serious_rate = _rates(seg, hazard_ratio)
+    serious_rate = serious_rate * hazard.scale
+
+    def share_factor(serious: np.ndarray) -> np.ndarray:
+        return hazard.opportunistic * np.where(serious, 1.0, hazard.scale)
+
+    def drawn(generator, part: _Segments, ratio: float) -> pl.DataFrame:
+        events = [_draw(generator, part, ratio * rate, serious)
+                  for rate, serious in ((serious_rate, True), (non_serious_rate, False))]
+        patient, offset, since_course, serious = (np.concatenate(parts) for parts in zip(*events))
+        opportunistic, term, fatal = _kinds(generator, serious, since_course, share_factor(serious))
+        return pl.DataFrame({"_patient": patient, "_offset": offset, "_day": s.index0[patient] + offset,
+                             "_serious": serious,
+                             "_opportunistic": opportunistic, "_fatal": fatal,
+                             "_delay": generator.integers(0, _DEATH_DELAY_DAYS, len(patient))}
+                            | _details(generator, serious, opportunistic, term, fatal))
+
+    # Event numbers (event_id) in (patient, onset) order: those of the process at ratio 1 first.
+    base = drawn(rng, seg, 1.0).sort("_patient", "_offset", maintain_order=True).with_columns(
+        _number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))
+    raised = pl.col("_serious") | pl.col("_opportunistic")
+    if hazard.from_day is not None:
+        raised = raised & (pl.col("_day") >= hazard.from_day)
+    events = base
+    if hazard.ratio < 1:
+        events = base.filter(~raised | pl.Series(own.random(base.height) < hazard.ratio))
+    elif hazard.ratio > 1:
+        from_day = -np.inf if hazard.from_day is None else (hazard.from_day - s.index0[seg.patient]).astype(float)
+        extra = drawn(own, seg.part(from_day, np.inf), hazard.ratio - 1).filter(
+            pl.col("_serious") | pl.col("_opportunistic")).sort("_patient", "_offset", maintain_order=True)
+        extra = extra.with_columns(_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64) + base.height)
+        events = pl.concat([base, extra.select(base.columns).cast(base.schema)]).sort(
+            "_patient", "_offset", "_number")
+    s.exposure = _exposure(s, seg, serious_rate, non_serious_rate, hazard, share_factor, events)
+
+    # The first fatal infection ends the record (as in _infections).
+    first_fatal = events.filter("_fatal").group_by("_patient").agg(
+        pl.col("_offset").min().alias("_first"), pl.col("_delay").sort_by("_offset", "_number").first())
+    events = events.join(first_fatal.select("_patient", "_first"), on="_patient", how="left",
+                         maintain_order="left").filter(pl.col("_first").is_null()
+                                                       | (pl.col("_offset") <= pl.col("_first")))
+    died = first_fatal["_patient"].to_numpy()
+    _die(s, died, s.index0[died] + first_fatal["_first"].to_numpy() + first_fatal["_delay"].to_numpy())
+    patient = events["_patient"].to_numpy()
+    return {"patient_id": s.ids.gather(patient), "event_id": _event_ids(s.site, events["_number"].to_numpy()),
+            "onset_date": _dates(s.index0[patient] + events["_offset"].to_numpy())} | {
+        name: events[name] for name in ("meddra_pt", "meddra_pt_code", "serious", "seriousness_criteria",
+                                        "pathogen", "outcome")}
+
+
+def _exposure(s: _Site, seg: _Segments, serious_rate: np.ndarray, non_serious_rate: np.ndarray, hazard: _Hazard,
+              share_factor, events: pl.DataFrame) -> pl.DataFrame:
+    """Per outcome (every serious infection; every opportunistic infection) and period (before and
+    from hazard.from_day, or all the time): the infections drawn (before a fatal infection ends the
+    record), the person-years at risk and the infections expected at rate ratio 1 (the rates of the
+    segments without the ratio). events / expected estimates each period's ratio."""
+    day = -np.inf if hazard.from_day is None else (hazard.from_day - s.index0[seg.patient]).astype(float)
+    periods = ([("all", hazard.ratio, seg)] if hazard.from_day is None else
+               [("before", 1.0, seg.part(-np.inf, day)), ("after", hazard.ratio, seg.part(day, np.inf))])
+    onset = events["_offset"].to_numpy() + s.index0[events["_patient"].to_numpy()]
+    kinds = {"serious_infection": events["_serious"].to_numpy(),
+             "opportunistic_infection": events["_opportunistic"].to_numpy()}
+    rows = []
+    for outcome, kind in kinds.items():
+        for period, ratio, part in periods:
+            window_end = part.course_start + OPPORTUNISTIC_WINDOW_DAYS + 1  # onset day <= course start + 180
+            early = np.clip(np.minimum(part.start + part.length, window_end)
+                            - np.maximum(part.start, part.course_start), 0, part.length)
+            late = part.length - early
+            if outcome == "serious_infection":
+                expected = serious_rate * part.length
+            else:
+                expected = sum(rate * share_factor(np.full(len(rate), serious)) * (shares[0] * early + shares[1] * late)
+                               for rate, serious, shares in ((serious_rate, True, _OI_SHARE_SERIOUS),
+                                                             (non_serious_rate, False, _OI_SHARE_NON_SERIOUS)))
+            in_period = (onset >= hazard.from_day) if hazard.from_day is not None else np.ones(len(onset), bool)
+            if period == "before":
+                in_period = ~in_period
+            rows.append({"outcome": outcome, "period": period, "rate_ratio": ratio,
+                         "events": int((kind & in_period).sum()), "person_years": float(part.length.sum() / 365.25),
+                         "expected_at_ratio_1": float(expected.sum() / 365.25)})
+    return pl.DataFrame(rows, schema={"outcome": pl.String, "period": pl.String, "rate_ratio": pl.Float64,
+                                      "events": pl.Int64, "person_years": pl.Float64,
+                                      "expected_at_ratio_1": pl.Float64})
 
 
 def _end_rows_at_death(s: _Site, columns: dict) -> None:
