@@ -7,6 +7,8 @@ from pathlib import Path
 
 import duckdb
 from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
@@ -14,6 +16,7 @@ from pipelines.ingest_flow import EXPECTED, expected_failures, ingest_flow, say
 from vigil import progress, warehouse
 from vigil.inert import inert
 from vigil.report import ReportError, ReportResult, render_report
+from vigil.analysis.monitoring import alert, look_history
 from vigil.analysis.runs import RunSummary, analyse
 from vigil.warehouse.snapshots import publish_snapshot
 
@@ -42,6 +45,25 @@ def report_task(db_path: Path, out_dir: Path, run_id: int) -> ReportResult:
     say(get_run_logger().info, "report of run %d: %s (%d PDF pages, %d tables)", run_id, result.html,
         result.pages, len(result.tables))
     return result
+
+
+@task(name="safety monitoring", cache_policy=NO_CACHE)
+def monitoring_task(db_path: Path, run_id: int) -> dict | None:
+    """SAP 7 in Prefect: the look table as a flow-run artifact, and when the look is in signal the event
+    vigil.monitoring.signal (an automation notifies on it: docs/monitoring.md) and a warning in the log. The
+    flow run completes: a signal is a finding, not a failure."""
+    with warehouse.connect(db_path) as con:
+        look, history = look_history(con, run_id)
+    if look is None:
+        return None
+    found = alert(look, history)
+    create_table_artifact(found["table"], key="safety-monitoring", description=inert(found["message"]))
+    if found["event"]:
+        emit_event(**found["event"])
+        say(get_run_logger().warning, "SAFETY SIGNAL (SAP A14): %s", found["message"])
+    else:
+        say(get_run_logger().info, "safety monitoring: %s", found["message"])
+    return found
 
 
 def _file_system_error(task, task_run, state) -> bool:
@@ -78,16 +100,17 @@ def study_pipeline(landing: list[Path], db_path: Path, out: Path | None = None, 
             return Failed(message=message, data=warehouse.LoadFailed(message))
         if only_if_new and not any(o.status == "accepted" for o in outcomes):
             say(get_run_logger().info, "no new or corrected delivery: nothing to analyse")
-            return {"deliveries": outcomes, "run": None, "report": None}
+            return {"deliveries": outcomes, "run": None, "report": None, "monitoring": None}
         ingest_seconds = round(sum(sum(o.seconds.values()) for o in outcomes), 2)
         progress.report("analyse", 0, 1, "cohort, analysis datasets, A1-A5")
         summary = analyse_task(db_path, {"landing": [str(p) for p in landing], "db": str(db_path), "out": str(out)},
                                {"ingest": ingest_seconds})
         progress.report("analyse", 1, 1, f"run {summary.run_id}")
+        signal = monitoring_task(db_path, summary.run_id)
         progress.report("report", 0, 1, "HTML, PDF, tables")
         report = report_task(db_path, out, summary.run_id)
         progress.report("report", 1, 1, f"{report.pages} PDF pages")
         progress.report("snapshot", 0, 1, "copying the warehouse")
         summary.snapshot = publish_task(db_path, summary.run_id)
         progress.report("snapshot", 1, 1, inert(summary.snapshot.name))
-    return {"deliveries": outcomes, "run": summary, "report": report}
+    return {"deliveries": outcomes, "run": summary, "report": report, "monitoring": signal}

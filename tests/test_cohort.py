@@ -361,7 +361,7 @@ def test_build_returns_the_relations_and_code_list_versions(study):
     assert {"cohort.patients", "cohort.attrition", "cohort.course_disagreements", "analysis.outcomes",
             "analysis.serious_episodes", "analysis.all_serious", "analysis.risk_windows",
             "results.attrition"} <= set(result["relations"])
-    assert set(result["codelists"]) == {"charlson_quan2005_icd10", "dmt_classes", "opportunistic_terms", "strata"}
+    assert set(result["codelists"]) == {"charlson_quan2005_icd10", "dmt_classes", "opportunistic_terms", "reference_rates", "strata"}
     assert all(v["version"] and len(v["sha256"]) == 64 for v in result["codelists"].values())
 
 

@@ -22,7 +22,7 @@ SAP_TERMS = """Cytomegalovirus infection, Cytomegalovirus viraemia, Cytomegalovi
 
 def test_every_list_loads_with_one_version_and_a_hash():
     versions = codelist_versions()
-    assert set(versions) == {"charlson_quan2005_icd10", "dmt_classes", "opportunistic_terms", "strata"}
+    assert set(versions) == {"charlson_quan2005_icd10", "dmt_classes", "opportunistic_terms", "reference_rates", "strata"}
     for v in versions.values():
         assert re.fullmatch(r"\d+\.\d+", v["version"]) and len(v["sha256"]) == 64
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -58,12 +59,14 @@ def test_demo_refuses_a_file_and_a_symlinked_folder(tmp_path):
 def test_demo_replaces_an_earlier_demo_study_and_uses_a_new_or_empty_folder(tmp_path, monkeypatch):
     calls = []
 
-    def fake_synth(out, **kwargs):
+    def fake_series(out, cuts, **kwargs):
         calls.append(out)
         out.mkdir(parents=True)
+        return SimpleNamespace(deliveries={cut: [] for cut in cuts})
 
-    monkeypatch.setattr(cli, "synth", fake_synth)
-    monkeypatch.setattr(cli, "run", lambda *a, **k: None)
+    monkeypatch.setattr("vigil.synth.synthesize_series", fake_series)
+    for step in ("ingest", "analyse", "run"):
+        monkeypatch.setattr(cli, step, lambda *a, **k: None)
     monkeypatch.setattr("vigil.report.render.current_report", lambda folder: folder)
     earlier = tmp_path / "earlier"
     earlier.mkdir()

@@ -30,7 +30,7 @@ from vigil.analysis.runs import analyse
 # Two studies ingested with GX (the report links their Data Docs) and rendered to PDF per module.
 pytestmark = [pytest.mark.gx, pytest.mark.slow]
 
-SECTIONS = ["cover", "methods", "attrition", "table1", "incidence", "risk-windows", "cumulative-incidence", "cox",
+SECTIONS = ["cover", "methods", "monitoring", "attrition", "table1", "incidence", "risk-windows", "cumulative-incidence", "cox",
             "data-quality"]
 
 

@@ -35,9 +35,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 err = Console(stderr=True)
 
+EXIT_SIGNAL = 4  # the run's look is in signal (SAP A14): a finding, the run itself completed
 EXIT_REFUSED = 3
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+
+# The demo's data cuts and the rate ratio that makes its sequential test signal (at the last look, seed 1).
+DEMO_CUTS = [date(2024, 6, 30), date(2024, 12, 31), date(2025, 6, 30), date(2025, 12, 31), date(2026, 6, 30)]
+DEMO_RATE_RATIO, DEMO_RATE_RATIO_FROM = 2.5, date(2025, 7, 1)
 
 # A folder `vigil demo` made holds this file; demo replaces a folder only if it does (or is empty).
 DEMO_MARKER = ".vigil-demo"
@@ -232,20 +237,86 @@ def _require_folders(paths: list[Path]) -> None:
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the deliveries into.")],
-    patients: Annotated[int, typer.Option(min=1, help="Patients in all (split over sites).")] = 2000,
-    sites: Annotated[int, typer.Option(min=1, max=50, help="Number of sites, one delivery each.")] = 3,
+    patients: Annotated[int, typer.Option(min=1, help=(
+        "Patients in all (split over sites); with --data-cuts, the patients at the last cut "
+        "(earlier cuts hold fewer)."))] = 2000,
+    sites: Annotated[int, typer.Option(min=1, max=50, help="Number of sites, one delivery each (per data cut).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same deliveries.")] = 1,
-    faults: Annotated[bool, typer.Option(help="Add rows that break each row rule and one delivery to refuse.")] = False,
+    faults: Annotated[bool, typer.Option(help=(
+        "Add rows that break each row rule and one delivery to refuse (with --data-cuts: faults in every "
+        "delivery, no delivery to refuse)."))] = False,
     fmt: Annotated[Format, typer.Option("--format", help="File format of the deliveries.")] = Format.csv,
+    data_cuts: Annotated[Optional[str], typer.Option("--data-cuts", metavar="DATE,DATE,...", help=(
+        "Write a series of cumulative deliveries per site, one per data cut (increasing YYYY-MM-DD dates, "
+        "comma-separated), with truth.parquet, rates.csv and corrections.csv beside them. Without it: one "
+        "delivery per site at data cut 2026-06-30."))] = None,
+    rate_ratio: Annotated[Optional[float], typer.Option("--rate-ratio", help=(
+        "With --data-cuts: multiply the true serious and opportunistic infection rates by this (> 0) from "
+        "--rate-ratio-from on (throughout without it)."))] = None,
+    rate_ratio_from: Annotated[Optional[str], typer.Option("--rate-ratio-from", metavar="DATE", help=(
+        "With --rate-ratio: the first day (YYYY-MM-DD, not after the last cut) at the raised rate; "
+        "deliveries cut before it are the same as at rate ratio 1."))] = None,
+    base_rate_scale: Annotated[Optional[float], typer.Option("--base-rate-scale", help=(
+        "With --data-cuts: multiply the generator's serious and opportunistic infection rates by this (> 0) "
+        "throughout (default: the scale that brings them near the SAP's reference rates)."))] = None,
 ) -> None:
     """Write synthetic site deliveries that follow the extract spec.
 
-    Exit status: 0 done, 2 usage error (an option out of range, a --format other than csv or parquet),
-    1 it would overwrite a file already in OUT, or a file could not be written.
+    With --data-cuts, a series: every site delivers at every cut, each delivery holding everything of the
+    one before plus new follow-up and new patients (one serious infection is corrected away at one later
+    cut of one site, as corrections.csv says); --rate-ratio raises the true rate from --rate-ratio-from on.
+
+    Exit status: 0 done, 2 usage error (an option out of range, a --format other than csv or parquet,
+    --data-cuts that are not increasing dates, --rate-ratio not > 0, --rate-ratio-from without --rate-ratio
+    or after the last cut, a series option without --data-cuts, too few patients for the sites), 1 it would
+    overwrite a file already in OUT, or a file could not be written.
     """
     from vigil.synth import synthesize_study
 
     fmt = Format(fmt).value
+    series_options = {"--rate-ratio": rate_ratio, "--rate-ratio-from": rate_ratio_from,
+                      "--base-rate-scale": base_rate_scale}
+    if data_cuts is not None:
+        import math
+
+        from vigil.synth.cuts import check_series_arguments, parse_data_cuts, synthesize_series
+
+        for name, value in (("--rate-ratio", rate_ratio), ("--base-rate-scale", base_rate_scale)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                _fail(f"{name} must be a number > 0, not {value:g}", EXIT_USAGE)
+        if rate_ratio_from is not None and rate_ratio is None:
+            _fail("--rate-ratio-from needs --rate-ratio", EXIT_USAGE)
+        dates = {}
+        for name, text in (("--data-cuts", data_cuts), ("--rate-ratio-from", rate_ratio_from)):
+            try:
+                dates[name] = parse_data_cuts(text) if text is not None else [None]
+            except ValueError as exc:
+                _fail(f"{name}: {exc}", EXIT_USAGE)
+        if len(dates["--rate-ratio-from"]) > 1:
+            _fail("--rate-ratio-from: one date", EXIT_USAGE)
+        cuts = dates["--data-cuts"]
+        arguments = {"rate_ratio": 1.0 if rate_ratio is None else rate_ratio,
+                     "rate_ratio_from": dates["--rate-ratio-from"][0]}
+        if base_rate_scale is not None:
+            arguments["base_rate_scale"] = base_rate_scale
+        try:
+            check_series_arguments(cuts, **arguments)
+        except ValueError as exc:
+            _fail(exc, EXIT_USAGE)
+        with _timed("synth"), console.status(f"writing {patients:,} patients over {sites} sites and {len(cuts)} cuts"):
+            try:
+                series = synthesize_series(out, cuts, patients=patients, sites=sites, seed=seed, faults=faults,
+                                           fmt=fmt, **arguments)
+            except FileExistsError as exc:
+                _fail(exc)
+            except ValueError as exc:  # too few patients for the sites (and faults) at some cut
+                _fail(exc, EXIT_USAGE)
+        _final(f"wrote {len(series.folders)} deliveries ({sites} sites x {len(cuts)} data cuts) to {console_text(out)}")
+        for folder in series.folders:
+            console.print(Text(f"  {inert(folder)}"), soft_wrap=True)  # a path, whole on its line
+        return
+    if given := [name for name, value in series_options.items() if value is not None]:
+        _fail(f"{', '.join(given)} needs --data-cuts", EXIT_USAGE)
     with _timed("synth"), console.status(f"writing {patients:,} patients over {sites} sites"):
         result = synthesize_study(out, patients=patients, sites=sites, seed=seed, faults=faults, fmt=fmt)
     _final(f"wrote {len(result.deliveries)} deliveries to {console_text(out)}")
@@ -348,6 +419,12 @@ def print_run_summary(summary) -> None:
                   f"infections {ev['first_serious']:,}, serious episodes {ev['all_serious']:,}, first "
                   f"opportunistic {ev['first_opportunistic']:,}; course_number disagreements "
                   f"{c['course_disagreements']:,}")
+    m = summary.analyses.get("monitoring")
+    if m:
+        state = (f"SIGNAL (sequential test, SAP A14; first at look {m['signal_look']})" if m["signal"]
+                 else "no signal")
+        console.print(Text(f"safety monitoring: look {m['look']}{'' if m['new_look'] else ' (repeated)'}, "
+                           f"O = {m['observed']:,}, E = {m['expected']:,.2f}: {state}"))
     if summary.snapshot:
         console.print(Text(f"read-only snapshot: {inert(summary.snapshot)}"))
 
@@ -356,8 +433,9 @@ def print_run_summary(summary) -> None:
 def analyse(db: DbOption = None) -> None:
     """Build the cohort, analysis datasets and results (a new run), then publish the read-only snapshot.
 
-    Exit status: 0 done, 2 usage error (no warehouse yet, a warehouse path that is a folder), 1 the run failed
-    (nothing of it kept) or the warehouse is damaged, read-only, of another schema version or being written.
+    Exit status: 0 done, 4 done and the sequential test is in signal at the run's look (SAP A14), 2 usage
+    error (no warehouse yet, a warehouse path that is a folder), 1 the run failed (nothing of it kept) or the
+    warehouse is damaged, read-only, of another schema version or being written.
     """
     from vigil import warehouse
     from vigil.analysis.runs import analyse as run_analysis
@@ -374,6 +452,8 @@ def analyse(db: DbOption = None) -> None:
                 summary = run_analysis(con, {"db": str(db_path)})
             summary.snapshot = publish_snapshot(db_path, summary.run_id)
         print_run_summary(summary)
+    if summary.analyses["monitoring"]["signal"]:
+        raise typer.Exit(EXIT_SIGNAL)
 
 
 OutOption = Annotated[Optional[Path], typer.Option(
@@ -420,7 +500,8 @@ def run(
 ) -> None:
     """The whole study pipeline as one Prefect flow: ingest, analyse, report, publish the snapshot.
 
-    Exit status: 0 done, 3 done and some delivery refused, 2 usage error (as for ingest), 1 a step failed
+    Exit status: 0 done, 4 done and the sequential test is in signal at this run's look (SAP A14; it takes
+    precedence over 3), 3 done and some delivery refused, 2 usage error (as for ingest), 1 a step failed
     (said in one line) or the warehouse is damaged, read-only, of another schema version or being written.
     """
     from vigil import warehouse
@@ -440,6 +521,8 @@ def run(
             _print_step_seconds(result["deliveries"])
             print_run_summary(result["run"])
         print_report(result["report"])
+    if (result["run"] and result["run"].analyses["monitoring"]["signal"]):
+        raise typer.Exit(EXIT_SIGNAL)
     if any(o.status == "refused" for o in result["deliveries"]):
         raise typer.Exit(EXIT_REFUSED)
 
@@ -467,13 +550,18 @@ def demo(
         "which is replaced whole. Any other folder is refused."))] = Path("demo-study"),
     patients: Annotated[int, typer.Option(min=1, help="Patients in the synthetic study (over 3 sites).")] = 3000,
 ) -> None:
-    """Synthesize a small study with faults into a landing folder and run the whole pipeline on it.
+    """Synthesize a study delivered at five data cuts and run the pipeline on each cut as it arrives.
+
+    Three sites deliver cumulative extracts every six months (2024-06-30 to 2026-06-30), with faults to
+    quarantine; from 2025-07-01 the true rate of infection is 2.5 times the reference rates. The first four
+    cuts go through `vigil ingest` and `vigil analyse`, the last through `vigil run`: five looks of the
+    monitoring across data cuts (SAP 7), and the report of the last, whose sequential test signals.
 
     The demo writes a marker file, .vigil-demo, into its folder; a later demo replaces only a folder that
     holds it (or an empty or new one), so a wrong --out cannot delete your files.
 
-    Exit status: 0 done (the demo's one refused delivery is expected), 2 usage error (--out is not a demo
-    study, is a file or a symlink), 1 a step failed (said in one line).
+    Exit status: 0 done (the signal and any refused delivery are the demo's expected findings), 2 usage error
+    (--out is not a demo study, is a file or a symlink), 1 a step failed (said in one line).
     """
     import shutil
 
@@ -493,13 +581,25 @@ def demo(
         (out / DEMO_MARKER).write_text("Made by `vigil demo`: the next `vigil demo --out` to this folder replaces "
                                        "it whole.\n", encoding="utf-8")
         landing, db = out / "landing", out / "warehouse" / "vigil.duckdb"
+        from vigil.synth import synthesize_series
+
+        with _inside(), console.status(f"writing {patients:,} patients over 3 sites at {len(DEMO_CUTS)} data cuts"):
+            series = synthesize_series(landing, DEMO_CUTS, patients=patients, sites=3, seed=1, faults=True,
+                                       rate_ratio=DEMO_RATE_RATIO, rate_ratio_from=DEMO_RATE_RATIO_FROM)
         with _inside():
-            synth(landing, patients=patients, sites=3, seed=1, faults=True, fmt=Format.csv)
+            for cut in DEMO_CUTS[:-1]:  # each cut as it arrives: a new look each
+                console.print(Text(f"data cut {cut}", style="bold"))
+                for step in (lambda: ingest(series.deliveries[cut], db=db), lambda: analyse(db=db)):
+                    try:
+                        step()
+                    except typer.Exit as exit_:  # a refused delivery or a signal: findings, not failures
+                        if exit_.exit_code not in (0, EXIT_REFUSED, EXIT_SIGNAL):
+                            raise
+            console.print(Text(f"data cut {DEMO_CUTS[-1]}: vigil run", style="bold"))
             try:
                 run([landing], db=db, out=None)
             except typer.Exit as exit_:
-                # The demo's faults include a delivery that must be refused: that is the expected outcome.
-                if exit_.exit_code not in (0, EXIT_REFUSED):
+                if exit_.exit_code not in (0, EXIT_REFUSED, EXIT_SIGNAL):
                     raise
         console.print(Text(f"demo study in {inert(out.resolve())}"))
         html = (current_report(default_report_dir(db.resolve())) / "report.html").resolve()

@@ -17,6 +17,8 @@ import duckdb
 
 from vigil import resources, warehouse
 from vigil.analysis import results
+from vigil.analysis import monitoring
+from vigil.analysis.monitoring import SAP_SURVEILLANCE, Surveillance
 
 SAP_VERSION = "1.0"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.0"
 
@@ -58,11 +60,12 @@ def _current_deliveries(con: duckdb.DuckDBPyConnection) -> list[dict]:
             for d, s, c, t, h in rows]
 
 
-def analysis_parameters(codelists: dict | None) -> dict:
+def analysis_parameters(codelists: dict | None, surveillance: Surveillance = SAP_SURVEILLANCE) -> dict:
     """Every parameter that changes a number of the run, read from where it is defined (not retyped):
     the SAP days (A3, A4), risk windows (A2), outcomes, stratifiers and multivariable model
     (vigil.analysis.sap), the course gap of the cohort SQL (vigil.cohort.course_gap_days), the SAP
-    version and the code-list versions (name -> version; the sha256 are in results.runs.codelist_versions)."""
+    version, the code-list and reference-rate versions (name -> version; the sha256 are in
+    results.runs.codelist_versions) and the surveillance of the monitoring (SAP 7: name and settings)."""
     from vigil.analysis import sap
     from vigil.cohort import course_gap_days
 
@@ -76,13 +79,14 @@ def analysis_parameters(codelists: dict | None) -> dict:
         "stratifiers": list(sap.STRATIFIERS),
         "multivariable": list(sap.MULTIVARIABLE),
         "codelists": {name: (info or {}).get("version") for name, info in sorted((codelists or {}).items())},
+        "surveillance": {"name": surveillance.name, **surveillance.settings},
     }
 
 
-def run_parameters(given: dict | None, codelists: dict | None) -> dict:
+def run_parameters(given: dict | None, codelists: dict | None, surveillance: Surveillance = SAP_SURVEILLANCE) -> dict:
     """What results.runs.parameters records: the caller's parameters (e.g. paths) and analysis_parameters.
     A caller's key that names an analysis parameter must agree with it (it cannot change it)."""
-    recorded = analysis_parameters(codelists)
+    recorded = analysis_parameters(codelists, surveillance)
     given = dict(given or {})
     for key in set(given) & set(recorded):
         if json.dumps(given[key], default=str) != json.dumps(recorded[key], default=str):
@@ -92,11 +96,12 @@ def run_parameters(given: dict | None, codelists: dict | None) -> dict:
 
 
 def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow_run_id: str | None = None,
-            earlier_steps: dict[str, float] | None = None) -> RunSummary:
+            earlier_steps: dict[str, float] | None = None, surveillance: Surveillance = SAP_SURVEILLANCE) -> RunSummary:
     """Build cohort, analysis datasets and every results table as run N+1, all or nothing.
     parameters: what the caller wants recorded (e.g. paths), kept beside every parameter that changes a
     number (run_parameters). earlier_steps: timings of what the same flow run did before (the ingest),
-    recorded with the run's own. started_at and finished_at are taken in Python: the start before the
+    recorded with the run's own. surveillance: the sequential settings of SAP 7 (A14), fixed at its first
+    look (vigil.analysis.monitoring). started_at and finished_at are taken in Python: the start before the
     transaction begins, the end after the last result is written (DuckDB's current_timestamp would be the
     transaction's start)."""
     from vigil.analysis.describe import run_descriptives
@@ -113,11 +118,12 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
         t0 = time.perf_counter()
         cohort = build_cohort(con, run_id)
         steps["cohort"] = round(time.perf_counter() - t0, 3)
-        recorded_parameters = run_parameters(parameters, cohort.get("codelists"))
+        recorded_parameters = run_parameters(parameters, cohort.get("codelists"), surveillance)
         t0 = time.perf_counter()
         analyses = run_analyses(con, run_id)
         deliveries = _current_deliveries(con)
         analyses["descriptives"] = run_descriptives(con, run_id, [int(d["delivery_id"]) for d in deliveries])
+        analyses["monitoring"] = monitoring.run_monitoring(con, run_id, deliveries, surveillance)
         steps["analyses"] = round(time.perf_counter() - t0, 3)
         results.insert_run(con, {
             "run_id": run_id, "started_at": started_at, "finished_at": datetime.now(timezone.utc),

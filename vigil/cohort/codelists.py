@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,21 @@ CODELISTS: dict[str, CodeList] = {
             ),
         ),
         CodeList(
+            "reference_rates",
+            "Reference rates of SAP v1.1 section 7: the rate the phase III programme led everyone to expect, per "
+            "outcome, sex and age group (age_group of codelists.strata), per 1,000 person-years, with their source; "
+            "the expected events of A13 and A14 (sex U takes the mean of F and M). Grain: outcome, sex and age group.",
+            ("outcome", "sex", "age_group"),
+            (
+                ("outcome", "VARCHAR", "Outcome of SAP section 2 (first_serious or first_opportunistic)."),
+                ("sex", "VARCHAR", "F or M (U is derived: the mean of F and M)."),
+                ("age_group", "VARCHAR", "Age at index, a level of age_group in codelists.strata."),
+                ("rate_per_1000py", "DOUBLE", "Reference rate per 1,000 person-years (>= 0)."),
+                ("source", "VARCHAR", "Where the rate comes from."),
+                _VERSION,
+            ),
+        ),
+        CodeList(
             "strata",
             "The baseline stratum variables of SAP section 3: label, order, whether in the multivariable model, and "
             "their levels in SAP order (level_order 1 = reference) with the rule that gives a patient the level. "
@@ -144,42 +160,48 @@ def read_codelist(name: str, directory: Path = CODELIST_DIR) -> LoadedCodeList:
     header = next(reader, None)
     if header != spec.column_names:
         raise CodeListError(f"{path.name}: header {header} is not {spec.column_names}")
-    rows, keys, versions = [], set(), set()
+    rows, keys, versions, lines = [], set(), set(), []
     for line_number, values in enumerate(reader, start=2):
         if not values:
             continue
         if len(values) != len(header):
-            raise CodeListError(f"{path.name} line {line_number}: {len(values)} fields, expected {len(header)}")
+            raise CodeListError(f"{path.name}, line {line_number}: {len(values)} fields, expected {len(header)}")
         row = []
-        for (column, sql_type, _), value in zip(spec.columns, values):
+        for number, ((column, sql_type, _), value) in enumerate(zip(spec.columns, values), start=1):
+            where = f"{path.name}, line {line_number}, column {number} ({column})"
             value = value.strip()
             if value == "":
                 if column not in spec.nullable:
-                    raise CodeListError(f"{path.name} line {line_number}: {column} is empty")
+                    raise CodeListError(f"{where}: empty")
                 row.append(None)
             elif sql_type == "INTEGER":
                 try:
                     row.append(int(value))
                 except ValueError:
-                    raise CodeListError(f"{path.name} line {line_number}: {column} {value!r} is not a whole number") from None
+                    raise CodeListError(f"{where}: {value!r} is not a whole number") from None
             elif sql_type == "DOUBLE":
                 try:
                     row.append(float(value))
                 except ValueError:
-                    raise CodeListError(f"{path.name} line {line_number}: {column} {value!r} is not a number") from None
+                    raise CodeListError(f"{where}: {value!r} is not a number") from None
+                if not math.isfinite(row[-1]):
+                    raise CodeListError(f"{where}: {value!r} is not a finite number")
             else:
                 row.append(value)
         record = dict(zip(header, row))
         key = tuple(record[k] for k in spec.key)
         if key in keys:
-            raise CodeListError(f"{path.name} line {line_number}: duplicate {'+'.join(spec.key)} {key}")
+            raise CodeListError(f"{path.name}, line {line_number}: duplicate {'+'.join(spec.key)} {key}")
         keys.add(key)
         versions.add(record["version"])
         rows.append(tuple(row))
+        lines.append(line_number)
     if not rows:
         raise CodeListError(f"{path.name}: no rows")
     if len(versions) != 1:
         raise CodeListError(f"{path.name}: one version per file expected, found {sorted(versions)}")
+    if spec.name == "reference_rates":
+        _check_reference_rates(rows, lines, path.name, directory)
     _check(spec, rows, path.name)
     return LoadedCodeList(spec, versions.pop(), hashlib.sha256(data).hexdigest(), rows)
 
@@ -204,6 +226,42 @@ def _check(spec: CodeList, rows: list[tuple], file_name: str) -> None:
             raise CodeListError(f"{file_name}: high_efficacy must be Y or N ({bad})")
     elif spec.name == "strata":
         _check_strata(records, file_name)
+
+
+REFERENCE_RATES_VERSION = "1.0"  # the version SAP v1.1 section 7 names
+REFERENCE_OUTCOMES = ("first_serious", "first_opportunistic")  # SAP 7: A13 for both, A14 for the first
+REFERENCE_SEXES = ("F", "M")
+
+
+def _check_reference_rates(rows: list[tuple], lines: list[int], file_name: str, directory: Path) -> None:
+    """The SAP's version, no negative rate, and a rate for every outcome x sex x age group cell (the
+    age groups of codelists/strata.csv): an expected count is never computed from a missing cell."""
+    columns = CODELISTS["reference_rates"].column_names
+    rate_column = columns.index("rate_per_1000py")
+    version_column = columns.index("version")
+    for row, line in zip(rows, lines):
+        if row[version_column] != REFERENCE_RATES_VERSION:
+            raise CodeListError(f"{file_name}, line {line}, column {version_column + 1} (version): "
+                                f"{row[version_column]!r}, but the SAP names version {REFERENCE_RATES_VERSION}")
+        if row[rate_column] < 0:
+            raise CodeListError(f"{file_name}, line {line}, column {rate_column + 1} (rate_per_1000py): "
+                                f"{row[rate_column]:g} is negative")
+        if row[0] not in REFERENCE_OUTCOMES or row[1] not in REFERENCE_SEXES:
+            raise CodeListError(f"{file_name}, line {line}: outcome must be one of {REFERENCE_OUTCOMES} and sex one "
+                                f"of {REFERENCE_SEXES}, found {row[0]!r}, {row[1]!r}")
+    strata = read_codelist("strata", directory)
+    ages = [r[strata.spec.column_names.index("level")] for r in sorted(
+        (r for r in strata.rows if r[0] == "age_group"), key=lambda r: r[strata.spec.column_names.index("level_order")])]
+    given = {(r[0], r[1], r[2]): line for r, line in zip(rows, lines)}
+    for (outcome, sex, age), line in given.items():
+        if age not in ages:
+            raise CodeListError(f"{file_name}, line {line}, column 3 (age_group): {age!r} is not an age group of "
+                                f"strata.csv ({', '.join(ages)})")
+    missing = [cell for cell in ((o, s, a) for o in REFERENCE_OUTCOMES for s in REFERENCE_SEXES for a in ages)
+               if cell not in given]
+    if missing:
+        raise CodeListError(f"{file_name}: no row (no rate) for " +
+                            ", ".join(f"outcome {o}, sex {s}, age group {a}" for o, s, a in missing))
 
 
 _STRATUM_RULES = ("range", "equals", "missing", "data")

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from vigil.analysis import describe
+from vigil.analysis import describe, monitoring
 from vigil.analysis import sap as analysis
 from vigil.cohort import strata
 
@@ -63,6 +63,7 @@ class RunData:
     opportunistic_terms: list[str] = field(default_factory=list)  # results.opportunistic_terms
     comments: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> COMMENT of results.*
     table1_smd: pl.DataFrame = field(default_factory=pl.DataFrame)  # results.table1_smd: variable, edss, smd
+    monitoring: Monitoring | None = None  # SAP 7; None for a run made before monitoring across data cuts
 
     def smd(self, variable: str, edss: str) -> float | None:
         """The run's Table 1 SMD of a characteristic for an EDSS category (None: not computable, or none)."""
@@ -70,6 +71,32 @@ class RunData:
             return None
         found = self.table1_smd.filter((pl.col("variable") == variable) & (pl.col("edss") == edss))
         return found["smd"][0] if found.height else None
+
+
+@dataclass
+class Monitoring:
+    """The run's look (results.looks) and what SAP 7 shows of it: the sequential test of every look made up to
+    it (each as the run that made the look computed it), and the run's own A13 and A15 rows."""
+    look: dict
+    history: pl.DataFrame  # results.sequential_test, one row per look <= this run's look
+    observed_expected: pl.DataFrame  # results.observed_expected of the run
+    terms: pl.DataFrame  # results.unexpected_terms of the run
+
+    @property
+    def current(self) -> dict:
+        return self.history.filter(pl.col("look") == self.look["look"]).row(0, named=True)
+
+
+def load_monitoring(con: duckdb.DuckDBPyConnection, run_id: int) -> Monitoring | None:
+    if not all(_exists(con, "results", t) for t in monitoring.TABLES):
+        return None
+    look, history = monitoring.look_history(con, run_id)
+    if look is None:
+        return None
+    return Monitoring(look, history,
+                      _frame(con, "SELECT * FROM results.observed_expected WHERE run_id = ?", [run_id]),
+                      _frame(con, "SELECT * FROM results.unexpected_terms WHERE run_id = ? "
+                                  "ORDER BY term_set DESC, first_look DESC, n_events DESC, meddra_pt", [run_id]))
 
 
 def _one(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None):
@@ -170,4 +197,4 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> RunData:
     return RunData(run, database_path(con), frames["attrition"].sort("step"), incidence, frames["risk_windows"],
                    frames["cumulative_incidence"], frames["cumulative_incidence_curves"], frames["logrank"],
                    frames["cox"], levels, deliveries, delivery_tables, quarantine, counts, stats, terms,
-                   comments=comments, table1_smd=smd)
+                   comments=comments, table1_smd=smd, monitoring=load_monitoring(con, rid))

@@ -24,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 plt.rcParams.update({
     "font.family": "DejaVu Sans",
@@ -346,3 +347,87 @@ def curves_figure(title: str, panels: list[tuple[str, dict[str, dict]]], fig_id:
     else:
         fig.tight_layout()
     return _figure(fig_id, title, fig, drawn, caption)
+
+
+# ---------------------------------------------------------------------------------------------
+# monitoring across data cuts (SAP 7)
+
+
+@_cached
+def monitoring_figure(looks: list[dict]) -> Figure | None:
+    """looks: look, observed (None = suppressed), expected, llr (None = suppressed), critical_llr, signal.
+    Left: cumulative O against E; right: the LLR against its critical value."""
+    if not looks:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(WIDTH, 2.6))
+    xs = [r["look"] for r in looks]
+    left.plot(xs, [r["expected"] for r in looks], marker="o", ms=3.5, color="#7f7f7f", ls="--", label="Expected (E)")
+    shown = [(r["look"], r["observed"]) for r in looks if r["observed"] is not None]
+    if shown:
+        left.plot(*zip(*shown), marker="s", ms=3.5, color=COLOURS[0], label="Observed (O)")
+    left.set_xlabel("Look")
+    left.set_ylabel("Cumulative events")
+    left.set_ylim(bottom=0)
+    left.legend(frameon=False, loc="upper left")
+    llr = [(r["look"], r["llr"]) for r in looks if r["llr"] is not None]
+    if llr:
+        right.plot(*zip(*llr), marker="s", ms=3.5, color=COLOURS[0], label="LLR")
+    bound = [(r["look"], r["critical_llr"]) for r in looks if r["critical_llr"] is not None]
+    if bound:
+        right.plot(*zip(*bound), marker="_", ms=9, color=COLOURS[1], ls=":", label="Critical value")
+    for r in looks:
+        if r["signal_here"]:
+            right.annotate("signal", (r["look"], r["llr"] or 0), textcoords="offset points", xytext=(0, 6),
+                           ha="center", fontsize=7, color=COLOURS[1])
+    right.set_xlabel("Look")
+    right.set_ylabel("Log-likelihood ratio")
+    right.set_ylim(bottom=0)
+    right.legend(frameon=False, loc="upper left")
+    for ax in (left, right):
+        ax.set_xticks(xs)
+        ax.grid(color="#eeeeee", lw=0.5)
+    fig.tight_layout()
+    return _figure("fig_monitoring", "Primary outcome across the looks: observed against expected, and the "
+                   "sequential test", fig, len(xs) + len(shown),
+                   "Left: cumulative first serious infections observed and expected from the reference rates. "
+                   "Right: the MaxSPRT log-likelihood ratio and its critical value at each look (SAP A14). "
+                   "Counts of 1–4 are not drawn (SAP 5).")
+
+
+@_cached
+def sir_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | None:
+    """rows: group, label, sir, lo, hi, shown (bool), note. Log scale, line at SIR = 1."""
+    drawable = [r for r in rows if r["shown"] and r["sir"] and r["sir"] > 0 and r["lo"] and r["lo"] > 0
+                and r["hi"] is not None and math.isfinite(r["hi"])]
+    if not drawable:
+        return None
+    keys = {id(r) for r in drawable}
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.17 * n + 0.9))
+    ys = list(range(n, 0, -1))
+    labels, previous_group = [], None
+    lo_all = min(r["lo"] for r in drawable)
+    for y, r in zip(ys, rows):
+        group = r["group"] if r["group"] != previous_group else ""
+        previous_group = r["group"]
+        labels.append(f"{group}: {r['label']}" if group else r["label"])
+        if id(r) in keys:
+            _forest_axis(ax, y, r["sir"], r["lo"], r["hi"], "#000000" if r["group"] == "Overall" else COLOURS[0],
+                         "D" if r["group"] == "Overall" else "s")
+        else:
+            ax.text(lo_all, y, r["note"] or "not estimable", va="center", ha="left", fontsize=7, color="#555555")
+    ax.axvline(1.0, color="#7f7f7f", lw=0.7, ls="--")
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.set_xticks([t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200) if low <= t <= high])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # text, not mathtext (parse_math is off)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels)
+    ax.set_ylim(0.3, n + 0.7)
+    ax.set_xlabel("Standardised incidence ratio O/E (95% CI, log scale)")
+    ax.grid(axis="x", color="#dddddd", lw=0.5)
+    ax.set_title(outcome_label, loc="left")
+    return _figure(fig_id, f"Observed against expected by stratum: {outcome_label.lower()}", fig, len(drawable),
+                   "SIR = observed / expected events (reference rates, indirect standardisation) with the exact "
+                   "Poisson 95% CI of O divided by E; dashed line: SIR = 1. Strata with 1–4 events are not drawn.")

@@ -26,6 +26,7 @@ from vigil.report.disclosure import (
     neutralise_formula, shown_small_counts,
 )
 from vigil.report import figures as F
+from vigil.report import monitoring as M
 from vigil.report import tables as T
 from vigil.report.data import (
     METHODS, OUTCOMES, STRATIFIERS, WINDOW_ORDER, ReportError, RunData, load_run,
@@ -214,21 +215,25 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
     methods = Section("methods", "1", "Methods")
     sections.append(methods)
 
+    monitoring = Section("monitoring", "2", "Safety monitoring across data cuts", wide=True)
+    monitoring.blocks += M.monitoring_blocks(data, Block)
+    sections.append(monitoring)
+
     # attrition
     rem_keys = T.attrition_keys(data, prot)
     att = T.attrition_table(data, prot, rem_keys)
-    att_section = Section("attrition", "2", "Cohort attrition")
+    att_section = Section("attrition", "3", "Cohort attrition")
     fig = F.attrition_figure([tuple(r) for r in att.frame.rows()])  # first row: patient rows received
     att_section.blocks += [Block("figure", figure=fig), Block("table", table=att)]
     sections.append(att_section)
 
     # Table 1
-    t1 = Section("table1", "3", "Baseline characteristics (Table 1)", wide=True)
+    t1 = Section("table1", "4", "Baseline characteristics (Table 1)", wide=True)
     t1.blocks.append(Block("table", table=T.table1(data, prot)))
     sections.append(t1)
 
     # incidence
-    inc = Section("incidence", "4", "Incidence rates")
+    inc = Section("incidence", "5", "Incidence rates")
     for i, outcome in enumerate(outcomes):
         table = T.incidence_table(data, prot, outcome)
         figure = F.incidence_forest(OUTCOMES[outcome], _forest_rows(data, table, outcome), f"fig_incidence_{outcome}")
@@ -237,7 +242,7 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
                           Block("note", text=f"No rate of {OUTCOMES[outcome].lower()} can be shown (all suppressed)."))
     sections.append(inc)
 
-    rw = Section("risk-windows", "5", "Risk windows: time since course start")
+    rw = Section("risk-windows", "6", "Risk windows: time since course start")
     rw_table = T.risk_window_table(data, prot)
     rw.blocks.append(Block("table", table=rw_table))
     rw_fig = F.risk_window_figure(_window_rows(data, rw_table))
@@ -246,7 +251,7 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
     sections.append(rw)
 
     # cumulative incidence
-    cum = Section("cumulative-incidence", "6", "Cumulative incidence: Kaplan–Meier and Aalen–Johansen")
+    cum = Section("cumulative-incidence", "7", "Cumulative incidence: Kaplan–Meier and Aalen–Johansen")
     cum_events = T.cumulative_events(data)
     ci_outcomes = [o for o in OUTCOMES if o in set(data.cumulative_incidence["outcome"].to_list())]
     for outcome in ci_outcomes:
@@ -273,7 +278,7 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
     sections.append(cum)
 
     # Cox
-    cox = Section("cox", "7", "Cox proportional hazards models")
+    cox = Section("cox", "8", "Cox proportional hazards models")
     for outcome in [o for o in OUTCOMES if o in set(data.cox["outcome"].to_list())] if not data.cox.is_empty() else []:
         rows = T.cox_rows(data, prot, outcome)
         fig = F.cox_forest(OUTCOMES[outcome], _cox_forest_rows(rows), f"fig_cox_{outcome}")
@@ -302,6 +307,8 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
         "data_docs_uri": docs.as_uri() if docs else None,
         "db_path": db_path,
         "outcomes": outcomes,
+        "signal": M.signal_statement(data),
+        "signalled": bool(data.monitoring and data.monitoring.current["signal"]),
     }
     return sections, cover
 
