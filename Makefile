@@ -53,6 +53,7 @@ reference: install
 
 benchmark: install
 	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3
+	$(VENV)/bin/python benchmarks/benchmark.py --null-simulation 20000
 
 # Hostile deliveries for a set time (not a test): make fuzz FUZZ_MINUTES=20
 FUZZ_MINUTES ?= 20

@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/benchmark.py [--sizes 10000,100000,1000000] [--repeat R] [--out benchmarks/out]
        python benchmarks/benchmark.py --prefect-overhead [N] [--repeat R] [--out benchmarks/out]
+       python benchmarks/benchmark.py --null-simulation [N]
 Each stage runs in its own process so its peak RSS is its own. Results go to stdout as a table
 and to benchmarks/out/results.json. Not a test: nothing here asserts on time. With --repeat R,
 ingest (into a fresh warehouse each time) and bare load alternate R times at each size, and the pair
@@ -235,6 +236,38 @@ def prefect_overhead(patients: int, out: Path, repeat: int = 1) -> None:
               f"| {', '.join(str(x) for x in r['wall_samples'])} |")
 
 
+# Expected events per look under which the null is simulated: semi-annual looks reaching T = 60 at the fifth
+# (as the demo's series, E about 16, 25, 36, 49, 64), and ten looks of 6 (T at the last).
+NULL_SCHEDULES = {"demo-like, 5 looks": [16.0, 25.0, 36.0, 49.0, 64.0],
+                  "10 equal looks": [6.0 * k for k in range(1, 11)]}
+
+
+def null_simulation(series: int, seed: int = 20261203) -> None:
+    """The sequential test's type I error under the null (rate = reference: O_k ~ Poisson(E_k) with
+    independent increments), with the SAP's settings: the share of series that signal, with its Monte
+    Carlo standard error; SAP 7 requires it to be <= alpha = 0.05."""
+    import numpy as np
+
+    from vigil.analysis.monitoring import SAP_SURVEILLANCE as S
+    from vigil.stats.sequential import maxsprt_poisson
+
+    rng = np.random.default_rng(seed)
+    print(f"\nType I error of the sequential test under the null, {series:,} simulated series each "
+          f"(alpha {S.alpha}, rho {S.rho}, M {S.M}, T {S.T:g}):")
+    print("| schedule | signalled | share | Monte Carlo SE | share + 1.96 SE | seconds per series |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, expected in NULL_SCHEDULES.items():
+        increments = np.diff(np.asarray(expected), prepend=0.0)
+        started = time.perf_counter()
+        hits = sum(maxsprt_poisson(np.cumsum(rng.poisson(increments)).tolist(), expected, alpha=S.alpha,
+                                   rho=S.rho, M=S.M, T=S.T, max_looks=S.max_looks)[-1].signal
+                   for _ in range(series))
+        share = hits / series
+        se = (share * (1 - share) / series) ** 0.5
+        print(f"| {name} | {hits:,} | {share:.4f} | {se:.4f} | {share + 1.96 * se:.4f} "
+              f"| {(time.perf_counter() - started) / series * 1000:.2f} ms |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -246,6 +279,9 @@ def main() -> None:
                         help="rounds: of ingest and bare load, alternating, at each size (the pair with the median "
                              "ratio is reported); with --prefect-overhead, of the three runs (the median round). "
                              "The lower middle one when R is even")
+    parser.add_argument("--null-simulation", type=int, nargs="?", const=20000, metavar="N",
+                        help="simulate N null series of the sequential test (default 20000) and print the share "
+                             "that signals (its type I error) instead of the stage sweep")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -255,6 +291,9 @@ def main() -> None:
         report = fn(*args)
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(report, default=str))
+        return
+    if ns.null_simulation:
+        null_simulation(ns.null_simulation)
         return
     if ns.prefect_overhead:
         prefect_overhead(ns.prefect_overhead, ns.out, ns.repeat)
@@ -287,13 +326,14 @@ def main() -> None:
         shutil.rmtree(landing)
     (ns.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print("\n| patients | rows | synth s (MB) | ingest s (MB) | bare load s (MB) | ingest / bare | every pair "
-          "| analyse s (MB) | report s (MB) |")
-    print("|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+          "| analyse s (MB) | of which the look s | report s (MB) |")
+    print("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in results:
         cells = [f"{r[k]['seconds']} ({r[k]['peak_rss_mb']:,.0f})" for k in ("synth", "ingest", "bare_load")]
         print(f"| {r['patients']:,} | {r['synth']['rows']:,} | {' | '.join(cells)} | {r['ingest_vs_bare']}x "
               f"| {', '.join(f'{i / b:.1f}x' for i, b in r['pair_seconds'])} "
               f"| {r['analyse']['seconds']} ({r['analyse']['peak_rss_mb']:,.0f}) "
+              f"| {r['analyse']['step_seconds'].get('monitoring', '')} "
               f"| {r['report']['seconds']} ({r['report']['peak_rss_mb']:,.0f}) |")
 
 

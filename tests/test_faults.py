@@ -23,6 +23,7 @@ from vigil.ingest import validation
 from vigil.ingest.load import ingest_delivery
 from vigil.report.render import current_report
 from vigil.analysis.runs import analyse
+from vigil.cli import EXIT_SIGNAL
 from vigil.warehouse.snapshots import current_snapshot, open_snapshot, publish_snapshot
 
 pytestmark = pytest.mark.faults
@@ -30,6 +31,9 @@ pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parent.parent
 VIGIL = [sys.executable, "-m", "vigil.cli"]
 KILLS = 3
+# `vigil analyse` ends with status 4 when the run's look is in signal (SAP A14): the generated study's rate of
+# serious infection is 2-3 times the SAP 7 reference rates, so every completed run here signals.
+ANALYSED = EXIT_SIGNAL
 RESULT_TABLES = ["attrition", "incidence", "risk_windows", "cumulative_incidence", "logrank", "cox"]
 
 
@@ -107,10 +111,10 @@ def _report_run(db: Path) -> int:
     return run_id
 
 
-def _duration(proc: subprocess.Popen) -> float:
+def _duration(proc: subprocess.Popen, expected: int = 0) -> float:
     started = time.monotonic()
     code, output = _finish(proc)
-    assert code == 0, output
+    assert code == expected, output
     return time.monotonic() - started
 
 
@@ -124,14 +128,14 @@ def _kill_at_random(start, duration: float, rng: random.Random) -> None:
 def test_kill_9_during_analyse_keeps_a_complete_run_and_snapshot(wh):
     rng = random.Random(1)
     before = _runs(wh)
-    duration = _duration(_vigil("analyse", "--db", str(wh)))  # one complete run to time it
+    duration = _duration(_vigil("analyse", "--db", str(wh)), ANALYSED)  # one complete run to time it
     for _ in range(KILLS):
         _kill_at_random(lambda: _vigil("analyse", "--db", str(wh)), duration, rng)
         runs = _runs(wh)
         assert runs[:len(before)] == before
         assert _snapshot_run(wh) in runs
     code, output = _finish(_vigil("analyse", "--db", str(wh)))
-    assert code == 0, output
+    assert code == ANALYSED, output
     assert _snapshot_run(wh) == _runs(wh)[-1]
 
 
@@ -298,14 +302,14 @@ def test_a_second_writer_fails_fast_with_a_clear_message(wh, holder):
     assert waited < 60  # fails fast rather than waiting for the holder's two minutes
     assert _runs(wh) == before
     code, output = _finish(_vigil("analyse", "--db", str(wh)))
-    assert code == 0, output
+    assert code == ANALYSED, output
 
 
 def test_an_analyst_holding_the_snapshot_never_blocks_a_run_and_sees_the_old_one(wh):
     analyst = open_snapshot(current_snapshot(wh))
     (old,) = analyst.execute("SELECT max(run_id) FROM results.runs").fetchone()
     code, output = _finish(_vigil("analyse", "--db", str(wh)))
-    assert code == 0, output
+    assert code == ANALYSED, output
     assert analyst.execute("SELECT max(run_id) FROM results.runs").fetchone() == (old,)
     assert _snapshot_run(wh) == old + 1  # whoever opens it now sees the new run
     analyst.close()

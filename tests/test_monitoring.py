@@ -263,3 +263,43 @@ def test_a_look_in_signal_gives_the_event_an_automation_matches(study, monkeypat
     assert event["payload"] | {"data_cuts": None} == {"run_id": 3, "look": 3, "signal_look": 2, "new_signal": False,
                                                       "observed": 13, "expected": 8.0, "data_cuts": None}
     assert monitoring.alert(*monitoring.look_history(study.con, 2))["event"]["payload"]["new_signal"] is True
+
+
+# ------------------------------------------------------------------ looks from real deliveries
+
+@pytest.mark.slow  # three analysis runs (Cox models included)
+def test_each_new_cut_is_one_look_reruns_and_earlier_cuts_are_not(tmp_path):
+    from vigil import warehouse
+    from vigil.analysis.runs import analyse
+    from vigil.ingest import validation
+    from vigil.ingest.load import ingest_all
+    from vigil.synth import synthesize_series
+
+    cuts = [date(2025, 6, 30), date(2025, 12, 31), date(2026, 6, 30)]
+    series = synthesize_series(tmp_path / "landing", cuts, patients=400, sites=2, seed=3)
+    db = tmp_path / "wh" / "vigil.duckdb"
+    con = warehouse.connect(db)
+    warehouse.create_layout(con)
+
+    def ingest(folders):
+        outcomes = ingest_all(con, folders, warehouse.gx_dir_for(db), validator=validation.SQL_RULE_COUNTS)
+        assert all(o.status == "accepted" for o in outcomes), [o.message for o in outcomes]
+
+    def look():
+        m = analyse(con).analyses["monitoring"]
+        return m["look"], m["new_look"]
+
+    ingest(series.deliveries[cuts[0]])
+    assert look() == (1, True)
+    assert look() == (1, False)  # a rerun
+    ingest(series.deliveries[cuts[1]] + series.deliveries[cuts[2]])  # two cuts arrive together
+    assert look() == (2, True)
+    late = shutil.copytree(series.deliveries[cuts[0]][0], tmp_path / "late" / series.deliveries[cuts[0]][0].name)
+    manifest = json.loads((late / "manifest.json").read_text())
+    manifest["created_at"] = "2026-08-01T00:00:00Z"  # an earlier cut delivered after the current one
+    (late / "manifest.json").write_text(json.dumps(manifest))
+    ingest([late])
+    assert look() == (2, False)
+    cuts_seen = [json.loads(c) for (c,) in con.execute("SELECT data_cuts FROM results.looks ORDER BY run_id").fetchall()]
+    assert cuts_seen[2] == cuts_seen[3] == {"DK01": "2026-06-30", "SE02": "2026-06-30"}
+    con.close()

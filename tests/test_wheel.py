@@ -51,7 +51,7 @@ def test_installed_wheel_runs_the_demo_from_another_folder(wheel, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import vigil.resources as r; print(r.DATA_ROOT)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert Path(where.stdout.strip()) == site / "vigil" / "_study"
-    demo = subprocess.run([sys.executable, "-c", "from vigil.cli import main; main()", "demo", "--patients", "1500"],
+    demo = subprocess.run([sys.executable, "-c", "from vigil.cli import main; main()", "demo", "--patients", "2000"],
                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
     assert demo.returncode == 0, demo.stderr[-2000:]
     report = elsewhere / "demo-study" / "warehouse" / "report" / "current" / "report.html"

@@ -76,7 +76,8 @@ def look_table(m: Monitoring) -> T.Table:
     cols = ["Look", "O", "E", "SIR", "LLR", "Critical value (events)", "Critical value (LLR)", "Alpha target",
             "Alpha spent", "Signal", "Note"]
     return T.Table("monitoring_looks", "Sequential test of the primary outcome at each look (SAP A14)",
-                   T._text_frame(rows, cols), ["Look", "Signal", "Note"], ["O"], wide=True,
+                   # the critical value is a threshold computed from E alone, not a count of patients or events
+                   T._text_frame(rows, cols), ["Look", "Critical value (events)", "Signal", "Note"], ["O"], wide=True,
                    notes=["O, E: cumulative observed and expected first serious infections; SIR = O/E. A signal when O "
                           "reaches the critical value (Poisson MaxSPRT, power-type alpha spending, ρ = 1, M = 4, "
                           "T = 60 expected events, α = 0.05; as R Sequential 4.5). A signal is final.", LEGEND])
