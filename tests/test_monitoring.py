@@ -7,14 +7,13 @@ to the data cut 2026-06-30 unless stated."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from datetime import date
 
 import polars as pl
 import pytest
 from test_cohort import Study
-from test_sequential import EXPECTED, SERIES
+from test_sequential import SERIES, expected_rows
 
 from vigil.analysis import monitoring
 from vigil.analysis.monitoring import Surveillance, SurveillanceChanged, run_monitoring
@@ -145,21 +144,14 @@ def _series(monkeypatch, points: list[tuple[int, float]]) -> None:
 
 
 def _r_rows(series: str) -> list[dict]:
-    rows = EXPECTED[EXPECTED["series"] == series].to_dict("records")
-    for r in rows:
-        for column in ("critical_events", "alpha_spent", "alpha_target"):
-            value = r[column]
-            missing = value in ("", "NA") or (isinstance(value, float) and math.isnan(value))
-            r[column] = None if missing else (int if column == "critical_events" else float)(value)
-        r["signal"] = str(r["signal"]).upper() == "TRUE"
-    return rows
+    return expected_rows(series)
 
 
 @pytest.mark.parametrize("series", ["signal_look3", "o_falls", "end_at_T", "first_look_E_below_M", "null"])
 def test_the_looks_sequential_test_equals_r_sequential(study, monkeypatch, series):
-    points = SERIES[SERIES["series"] == series]
-    _series(monkeypatch, list(zip(points["observed"].astype(int), points["expected"].astype(float))))
-    for look in range(1, len(points) + 1):
+    points = SERIES.filter(pl.col("series") == series).sort("look")
+    _series(monkeypatch, list(zip(points["observed"].to_list(), points["expected"].cast(pl.Float64).to_list())))
+    for look in range(1, points.height + 1):
         _monitor(study, look, _deliveries(DK01=(look, f"{2020 + look}-06-30")))
     rows = study.rows("SELECT * FROM results.sequential_test ORDER BY run_id")
     for row, r in zip(rows, _r_rows(series), strict=True):
@@ -169,7 +161,7 @@ def test_the_looks_sequential_test_equals_r_sequential(study, monkeypatch, serie
             if r[column] is not None:
                 assert row[column] == pytest.approx(r[column], abs=1e-6)
         assert row["signal"] == r["signal"] and row["status"] == r["status"]
-        assert row["llr"] == pytest.approx(float(r["llr"]), abs=1e-6)
+        assert row["llr"] == pytest.approx(r["llr"], abs=1e-6)
 
 
 def test_a_signal_is_final_and_named_at_every_later_look(study, monkeypatch):

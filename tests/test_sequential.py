@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import polars as pl
 import pytest
 from scipy import stats
 
@@ -21,58 +21,57 @@ from vigil.stats import sequential as sq
 from vigil.stats.sequential import LookResult, llr, maxsprt_poisson
 
 REFERENCE = Path(__file__).parent / "reference"
-SERIES = pd.read_csv(REFERENCE / "data" / "sequential_series.csv", keep_default_na=False)
-# a series is called "null": only empty cells are NA
-EXPECTED = pd.read_csv(REFERENCE / "expected" / "sequential" / "looks.csv", keep_default_na=False,
-                       na_values=[""])
+SERIES = pl.read_csv(REFERENCE / "data" / "sequential_series.csv")
+EXPECTED = pl.read_csv(REFERENCE / "expected" / "sequential" / "looks.csv")  # R's NA: an empty cell, null
 TOL = 1e-6
 
 
 def _run(series: str) -> list[LookResult]:
-    s = SERIES[SERIES.series == series].sort_values("look")
-    return maxsprt_poisson(s.observed.tolist(), s.expected.tolist())
+    s = SERIES.filter(pl.col("series") == series).sort("look")
+    return maxsprt_poisson(s["observed"].to_list(), s["expected"].to_list())
 
 
-def _na(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+def expected_rows(series: str) -> list[dict]:
+    """R's looks of a series, in look order (None where R reports NA)."""
+    return EXPECTED.filter(pl.col("series") == series).sort("look").to_dicts()
 
 
 # ------------------------------------------------------------------------------ against R
 
 def test_reference_was_made_by_sequential_4_5():
-    versions = pd.read_csv(REFERENCE / "expected" / "sequential" / "versions.csv", dtype=str)
-    assert versions.Sequential.iloc[0] == "4.5"
-    assert set(EXPECTED.series) == set(SERIES.series)
-    assert len(EXPECTED) == len(SERIES)
+    versions = pl.read_csv(REFERENCE / "expected" / "sequential" / "versions.csv", infer_schema_length=0)
+    assert versions["Sequential"][0] == "4.5"
+    assert set(EXPECTED["series"]) == set(SERIES["series"])
+    assert EXPECTED.height == SERIES.height
 
 
-@pytest.mark.parametrize("series", sorted(SERIES.series.unique()))
+@pytest.mark.parametrize("series", sorted(set(SERIES["series"])))
 def test_matches_sequential_look_by_look(series):
     got = _run(series)
-    want = EXPECTED[EXPECTED.series == series].sort_values("look")
-    assert [r.look for r in got] == want.look.tolist()
-    for r, (_, w) in zip(got, want.iterrows(), strict=True):
+    want = expected_rows(series)
+    assert [r.look for r in got] == [w["look"] for w in want]
+    for r, w in zip(got, want, strict=True):
         where = f"{series} look {r.look}"
-        assert r.observed == w.observed and r.expected == pytest.approx(w.expected, abs=1e-12), where
-        assert r.status == w.status, where
-        assert r.signal == bool(w.signal), where
-        if _na(w.critical_events):
+        assert r.observed == w["observed"] and r.expected == pytest.approx(w["expected"], abs=1e-12), where
+        assert r.status == w["status"], where
+        assert r.signal == w["signal"], where
+        if w["critical_events"] is None:
             assert r.critical_events is None and r.critical_llr is None, where
         else:
-            assert r.critical_events == int(w.critical_events), where
-            assert r.critical_llr == pytest.approx(w.critical_llr, abs=TOL), where
+            assert r.critical_events == w["critical_events"], where
+            assert r.critical_llr == pytest.approx(w["critical_llr"], abs=TOL), where
         for field in ("alpha_target", "alpha_spent"):
             mine, theirs = getattr(r, field), w[field]
-            if _na(theirs):
+            if theirs is None:
                 assert mine is None, f"{where} {field}"
             else:
                 assert mine == pytest.approx(theirs, abs=TOL), f"{where} {field}"
-        assert r.llr == pytest.approx(w.llr, abs=TOL), where
-        assert r.sir == pytest.approx(w.sir, abs=TOL), where
+        assert r.llr == pytest.approx(w["llr"], abs=TOL), where
+        assert r.sir == pytest.approx(w["sir"], abs=TOL), where
 
 
 def test_reference_covers_every_branch():
-    assert set(EXPECTED.status) == {sq.BEFORE_M, sq.NO_SIGNAL, sq.END_ALPHA_LEFT, sq.SIGNAL,
+    assert set(EXPECTED["status"]) == {sq.BEFORE_M, sq.NO_SIGNAL, sq.END_ALPHA_LEFT, sq.SIGNAL,
                                     sq.SIGNALLED_EARLIER}
 
 
