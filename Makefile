@@ -42,14 +42,19 @@ test: install
 test-fast: install
 	$(VENV)/bin/python -m pytest --fast $(TEST_PARALLEL) $(PYTEST_ARGS)
 
-# Regenerates the R reference; tests only read its output. Needs Debian's r-base-core and r-cran-survival,
-# and for the sequential test CRAN's Sequential 4.5 (pure R): install r-cran-boot, r-cran-maxlik and
-# r-cran-fftw, then `R CMD INSTALL` the sources of pmultinom and Sequential 4.5 (docs/monitoring.md).
+# Regenerates the R reference; tests only read its output. Needs Debian's r-base-core, r-cran-survival,
+# r-cran-cmprsk, r-cran-mass and r-cran-epitools, and for the sequential test CRAN's Sequential 4.5 (pure R):
+# install r-cran-boot, r-cran-maxlik and r-cran-fftw, then `R CMD INSTALL` the sources of pmultinom and
+# Sequential 4.5 (docs/monitoring.md).
 reference: install
 	$(VENV)/bin/python tests/reference/make_datasets.py tests/reference/data
 	Rscript tests/reference/survival_reference.R tests/reference
 	Rscript tests/reference/aliased_reference.R tests/reference
 	Rscript tests/reference/sequential_reference.R tests/reference
+	$(VENV)/bin/python tests/reference/make_finegray_datasets.py tests/reference/data
+	Rscript tests/reference/finegray_reference.R tests/reference
+	$(VENV)/bin/python tests/reference/make_rates_datasets.py tests/reference/data
+	Rscript tests/reference/rates_reference.R tests/reference
 
 benchmark: install
 	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3
