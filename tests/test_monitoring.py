@@ -203,6 +203,18 @@ def test_terms_are_flagged_at_the_look_they_first_appear(study):
     assert ("serious", "Listeriosis") not in rows
 
 
+def test_a_term_written_in_another_case_is_the_same_term_not_a_new_one(study):
+    _monitor(study, 1, _deliveries(DK01=(1, "2025-06-30")))
+    b = "DK01-00000003"
+    study.infection(b, "2021-01-20", pt="PNEUMONIA")
+    study.infection(b, "2022-01-20", pt="pneumonia")
+    study.build(2)
+    _monitor(study, 2, _deliveries(DK01=(2, "2025-12-31")))
+    rows = study.rows("SELECT meddra_pt, n_events, first_look FROM results.unexpected_terms WHERE run_id = 2 "
+                      "AND term_set = 'serious'")
+    assert rows == [{"meddra_pt": "PNEUMONIA", "n_events": 3, "first_look": 1}]  # a tie: the first in sort order
+
+
 # ---------------------------------------------------------------------------- the reference rates
 
 def _edited(tmp_path, edit) -> None:

@@ -20,7 +20,7 @@ COMMENT ON TABLE results.unexpected_terms IS 'A15: serious and opportunistic inf
 COMMENT ON COLUMN results.unexpected_terms.run_id IS 'The run (results.runs).';
 COMMENT ON COLUMN results.unexpected_terms.look IS 'The look of the run (results.looks).';
 COMMENT ON COLUMN results.unexpected_terms.term_set IS 'serious or opportunistic (analysis.infection_terms).';
-COMMENT ON COLUMN results.unexpected_terms.meddra_pt IS 'MedDRA preferred term as delivered.';
+COMMENT ON COLUMN results.unexpected_terms.meddra_pt IS 'MedDRA preferred term, matched ignoring case, under its most frequent delivered spelling.';
 COMMENT ON COLUMN results.unexpected_terms.n_events IS 'Infections with the term in follow-up, cumulative at the look.';
 COMMENT ON COLUMN results.unexpected_terms.n_within_30_days IS 'Of them, those with onset 0-30 days after the start of a course.';
 COMMENT ON COLUMN results.unexpected_terms.first_look IS 'The look at which the term first appeared in this term set (= look: new at this look).';

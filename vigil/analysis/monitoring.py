@@ -209,20 +209,29 @@ def _repeated_row(con, surveillance: Surveillance, look: Look) -> dict:
 
 def unexpected_terms(con, surveillance: Surveillance, look: int) -> pl.DataFrame:
     """Events per term set and term at this look; first_look from the earlier looks' rows."""
+    # A term is the same term whatever its case (as the opportunistic code list is matched): it is listed
+    # under its most frequent spelling and is not "new" because a site wrote it in capitals.
     return con.sql(f"""
-        WITH now AS (
-            SELECT term_set, meddra_pt, count(*) AS n_events, count(*) FILTER (WHERE within_30_days) AS n_within_30_days
-            FROM analysis.infection_terms GROUP BY term_set, meddra_pt
+        WITH spelling AS (
+            SELECT term_set, lower(meddra_pt) AS term, meddra_pt, count(*) AS n,
+                   count(*) FILTER (WHERE within_30_days) AS n_30
+            FROM analysis.infection_terms GROUP BY ALL
+        ),
+        now AS (
+            SELECT term_set, term, first(meddra_pt ORDER BY n DESC, meddra_pt) AS meddra_pt,
+                   sum(n) AS n_events, sum(n_30) AS n_within_30_days
+            FROM spelling GROUP BY term_set, term
         ),
         seen AS (
-            SELECT u.term_set, u.meddra_pt, min(u.look) AS first_look
+            SELECT u.term_set, lower(u.meddra_pt) AS term, min(u.look) AS first_look
             FROM results.{UNEXPECTED_TERMS} AS u JOIN results.{LOOKS} AS l USING (run_id)
             WHERE l.surveillance = $name AND u.look < $look
             GROUP BY ALL
         )
-        SELECT $look AS look, now.term_set, now.meddra_pt, now.n_events, now.n_within_30_days,
+        SELECT $look AS look, now.term_set, now.meddra_pt, CAST(now.n_events AS BIGINT) AS n_events,
+               CAST(now.n_within_30_days AS BIGINT) AS n_within_30_days,
                CAST(coalesce(seen.first_look, $look) AS INTEGER) AS first_look
-        FROM now LEFT JOIN seen USING (term_set, meddra_pt)
+        FROM now LEFT JOIN seen USING (term_set, term)
         ORDER BY now.term_set DESC, now.meddra_pt""", params={"name": surveillance.name, "look": look}).pl()
 
 
