@@ -33,6 +33,19 @@ def pytest_configure(config):
         config.option.markexpr = f"({FAST_TIER}) and ({given})" if given else FAST_TIER
 
 
+# The modules that take longest (minutes each: a whole demo, kill -9 loops, rendered studies), first:
+# pytest-xdist hands out whole modules (--dist loadfile) in collection order, and the longest last would
+# leave one worker running it alone at the end. Longest first, as measured (docs/benchmarks.md).
+LONGEST_FIRST = ("test_wheel", "test_faults", "test_crash_safety", "test_report", "test_results_per_run",
+                 "test_hostile_input", "test_cli_messages", "test_study_flow", "test_warehouse_integrity",
+                 "test_gx_validation", "test_quarantine_rules", "test_rendered_surfaces")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each module's order kept
+
+
 def _imported_heavy() -> list[str]:
     return [name for name in NOT_IN_FAST_TIER if name in sys.modules]
 
