@@ -31,9 +31,10 @@ demo: install
 	$(VIGIL) demo
 
 # Tests run on every core (pytest-xdist), one test file per worker at a time so that a module's
-# shared study is built once: TEST_WORKERS=0 runs them in this process.
+# shared study is built once: TEST_WORKERS=0 runs them in this process. Modules are handed out in
+# collection order, the longest first (tests/conftest.py), not xdist's default of the most tests first.
 TEST_WORKERS ?= auto
-TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: install
 	$(VENV)/bin/python -m pytest $(TEST_PARALLEL) $(PYTEST_ARGS)
