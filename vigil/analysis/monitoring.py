@@ -80,7 +80,7 @@ def run_monitoring(con: duckdb.DuckDBPyConnection, run_id: int, deliveries: list
         "settings": json.dumps(surveillance.settings, sort_keys=True), "note": look.note}]), run_id)
     results.insert_frame(con, OBSERVED_EXPECTED, oe.with_columns(look=pl.lit(look.look, pl.Int32)), run_id)
     test = (sequential_row(con, surveillance, look.look, run_id, observed, expected) if look.new
-            else _repeated_row(con, surveillance, look))
+            else _repeated_row(con, look))
     results.insert_frame(con, SEQUENTIAL_TEST, pl.DataFrame([test]), run_id)
     results.insert_frame(con, UNEXPECTED_TERMS, unexpected_terms(con, surveillance, look.look), run_id)
     return {"look": look.look, "new_look": look.new, "signal": bool(test["signal"]),
@@ -199,7 +199,7 @@ def _ended_at(tested: list[tuple], surveillance: Surveillance) -> int | None:
     return None
 
 
-def _repeated_row(con, surveillance: Surveillance, look: Look) -> dict:
+def _repeated_row(con, look: Look) -> dict:
     row = con.sql(f"SELECT * EXCLUDE (run_id) FROM results.{SEQUENTIAL_TEST} WHERE run_id = $run",
                   params={"run": look.computed_by_run}).pl()
     return row.to_dicts()[0]  # the look as made (computed_by_run says by which run); results.looks says why
