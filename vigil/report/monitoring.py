@@ -11,6 +11,7 @@ import math
 
 import polars as pl
 
+from vigil.inert import inert
 from vigil.report import figures as F
 from vigil.report import tables as T
 from vigil.report.data import OUTCOMES, STRATIFIERS, Monitoring, RunData
@@ -150,8 +151,9 @@ def monitoring_blocks(data: RunData, block) -> list:
     if m is None:
         return [block("note", text="This run was made before the monitoring across data cuts (SAP 7) was kept "
                                    "with each run: no look.")]
-    blocks = [block("text", text=f"Look {m.look['look']} of surveillance “{m.look['surveillance']}”: "
-                                 f"{m.look['note']}.")]
+    # the note names sites and data cuts from the manifests: delivered text, shown inert
+    blocks = [block("text", text=f"Look {m.look['look']} of surveillance “{inert(m.look['surveillance'])}”: "
+                                 f"{inert(m.look['note'])}.")]
     figure = F.monitoring_figure(_figure_looks(m))
     if figure:
         blocks.append(block("figure", figure=figure))
