@@ -3,30 +3,16 @@
 --          the listing of the unexpected at each look (SAP 7, A15).
 -- Grain:   one row per infection event and term set: an opportunistic infection that is also
 --          serious is in both sets.
--- Rules:   events of cohort patients with index_date <= onset_date <= exit_date (as the outcomes);
---          serious = the delivered serious flag Y; opportunistic = meddra_pt on
---          codelists.opportunistic_terms, ignoring case, of any seriousness (SAP 2). The course start
+-- Rules:   the infections of analysis.infections_in_follow_up (as the outcomes). The course start
 --          is the latest derived course start on or before the onset (cohort.courses);
 --          within_30_days = onset 0-30 days after it.
 CREATE OR REPLACE TABLE analysis.infection_terms AS
-WITH event AS (
-    SELECT
-        i.patient_id,
-        i.event_id,
-        i.meddra_pt,
-        i.onset_date,
-        i.serious = 'Y' AS serious,
-        lower(i.meddra_pt) IN (SELECT lower(meddra_pt) FROM codelists.opportunistic_terms) AS opportunistic
-    FROM staging.infections AS i
-    JOIN cohort.patients AS p USING (patient_id)
-    WHERE i.onset_date BETWEEN p.index_date AND p.exit_date
-),
-with_course AS (
+WITH with_course AS (
     SELECT
         e.*,
         (SELECT max(c.course_start_date) FROM cohort.courses AS c
          WHERE c.patient_id = e.patient_id AND c.course_start_date <= e.onset_date) AS course_start_date
-    FROM event AS e
+    FROM analysis.infections_in_follow_up AS e
 )
 SELECT patient_id, event_id, term_set, meddra_pt, onset_date, course_start_date,
        onset_date - course_start_date AS days_since_course_start,

@@ -14,23 +14,12 @@ CREATE OR REPLACE TABLE analysis.outcomes AS
 WITH outcome(outcome, outcome_order) AS (
     VALUES ('first_serious', 1), ('first_opportunistic', 2)
 ),
-infection_in_follow_up AS (
-    SELECT
-        i.patient_id,
-        i.event_id,
-        i.onset_date,
-        i.serious = 'Y' AS serious,
-        lower(i.meddra_pt) IN (SELECT lower(meddra_pt) FROM codelists.opportunistic_terms) AS opportunistic
-    FROM staging.infections AS i
-    JOIN cohort.patients AS p USING (patient_id)
-    WHERE i.onset_date BETWEEN p.index_date AND p.exit_date
-),
 outcome_event AS (
     SELECT patient_id, 'first_serious' AS outcome, event_id, onset_date
-    FROM infection_in_follow_up WHERE serious
+    FROM analysis.infections_in_follow_up WHERE serious
     UNION ALL
     SELECT patient_id, 'first_opportunistic' AS outcome, event_id, onset_date
-    FROM infection_in_follow_up WHERE opportunistic
+    FROM analysis.infections_in_follow_up WHERE opportunistic
 ),
 first_event AS (
     SELECT patient_id, outcome, event_id, onset_date AS event_date
