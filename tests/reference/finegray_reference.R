@@ -33,21 +33,10 @@ args <- commandArgs(trailingOnly = TRUE)
 root <- if (length(args) >= 1) args[1] else "tests/reference"
 datasets <- if (length(args) >= 2) args[-1] else c("ordinary", "few_events", "finegray_ties")
 
-SAP_LEVELS <- list(
-  site = NULL,  # the sites of the data, alphabetical
-  sex = c("F", "M", "U"),
-  age_group = c("18-29", "30-39", "40-49", ">=50"),
-  charlson = c("0", "1", ">=2"),
-  prior_dmt = c("0", "1", ">=2"),
-  prior_high_efficacy = c("N", "Y"),
-  edss = c("0-2.5", "3.0-5.5", ">=6.0", "unknown")
-)
-STRATIFIERS <- c("site", "sex", "age_group", "charlson", "prior_dmt", "prior_high_efficacy", "edss")
-MULTIVARIABLE <- c("age_group", "sex", "charlson", "prior_dmt", "prior_high_efficacy", "edss")
+source(file.path(root, "sap_levels.R"))  # SAP_LEVELS, STRATIFIERS, MULTIVARIABLE, levels_of
 MASK_INIT <- -20
 ALIAS_TOLERANCE <- 1e-9
 
-levels_of <- function(d, v) if (v == "site") sort(unique(d$site)) else SAP_LEVELS[[v]]
 
 fg_model <- function(d, vars, model) {
   event <- d$status == 1
