@@ -6,6 +6,8 @@ tests/reference/expected/finegray/<dataset>.csv. Agreement: 1e-6 absolute on coe
 and the CI on the log scale, 1e-6 relative on the subdistribution HR; where R has no coefficient
 (reason: no patients, no events, reference level without events, aliased, no model) ours is NaN.
 R writes NA as an empty cell (read as null) and its numbers quoted (the schema below makes them floats).
+Each model is fitted on the patients and on the patients aggregated to one row per distinct
+(time, status, covariates) with its count, as the pipeline fits it at 10^6 patients.
 
 `python tests/test_finegray.py` prints the largest difference per quantity.
 """
@@ -58,16 +60,18 @@ def _design(data: pl.DataFrame, variables: list[str]):
 
 
 @cache
-def compared(name: str) -> pl.DataFrame:
-    """The R rows with ours alongside (suffix _ours)."""
+def compared(name: str, aggregated: bool = False) -> pl.DataFrame:
+    """The R rows with ours alongside (suffix _ours), fitted per patient or on aggregated rows."""
     data = pl.read_csv(REFERENCE / "data" / f"{name}.csv", infer_schema_length=0)   # all text, as R reads it
     expected = pl.read_csv(REFERENCE / "expected" / "finegray" / f"{name}.csv", schema_overrides=EXPECTED_SCHEMA)
     assert expected.columns == list(EXPECTED_SCHEMA)
     out = []
     for (model, covariates), rows in expected.group_by(["model", "covariates"], maintain_order=True):
-        X, names, terms = _design(data, covariates.split("+"))
-        fit = fine_gray(data["t"].cast(pl.Float64).to_numpy(), data["status"].cast(pl.Int64).to_numpy(), X,
-                        names=names, terms=terms)
+        variables = covariates.split("+")
+        fitted = data.group_by(["t", "status", *variables], maintain_order=True).len("count") if aggregated else data
+        X, names, terms = _design(fitted, variables)
+        fit = fine_gray(fitted["t"].cast(pl.Float64).to_numpy(), fitted["status"].cast(pl.Int64).to_numpy(), X,
+                        names=names, terms=terms, counts=fitted["count"].to_numpy() if aggregated else None)
         index = [names.index(f"{v}[{lv}]") for v, lv in zip(rows["variable"], rows["level"])]
         rows = rows.with_columns(
             *[pl.Series(f"{column}_ours", values[index], dtype=pl.Float64)
@@ -95,19 +99,20 @@ def _max_diff(frame: pl.DataFrame, column: str, how: str = "abs") -> float:
     return float(np.max(diff / np.abs(r[ok]) if how == "rel" else diff))
 
 
-def differences(name: str) -> dict[str, float]:
-    frame = compared(name)
+def differences(name: str, aggregated: bool = False) -> dict[str, float]:
+    frame = compared(name, aggregated)
     return {"coef": _max_diff(frame, "coef"), "se": _max_diff(frame, "se"), "p_value": _max_diff(frame, "p_value"),
             "shr (relative)": _max_diff(frame, "shr", "rel"), "ci_lower (log)": _max_diff(frame, "ci_lower", "log"),
             "ci_upper (log)": _max_diff(frame, "ci_upper", "log"), "loglik": _max_diff(frame, "loglik")}
 
 
+@pytest.mark.parametrize("aggregated", [False, True], ids=["patients", "aggregated"])
 @pytest.mark.parametrize("name", DATASETS)
-def test_crr_reference(name):
-    worst = differences(name)
+def test_crr_reference(name, aggregated):
+    worst = differences(name, aggregated)
     for quantity, diff in worst.items():
         assert diff <= (REL if "relative" in quantity else ABS), f"{name} {quantity}: {diff:.2e}"
-    frame = compared(name)
+    frame = compared(name, aggregated)
     # eq_missing: a null (R's NA) is unequal to a value, not skipped as by ==
     assert frame["n"].eq_missing(frame["n_ours"]).all()
     fitted = frame.filter(pl.col("converged").is_not_null())
@@ -202,7 +207,7 @@ def test_vectorised_sums_equal_crr_loops(seed):
     status = rng.choice([0, 1, 2], n, p=[0.4, 0.35, 0.25])
     X = np.column_stack([rng.integers(0, 2, n), rng.normal(size=n), rng.integers(0, 3, n)])
     b = np.array([0.4, -0.3, 0.2])
-    data = _Data(time, status, X, np.ones(n, bool))
+    data = _Data(time, status, X, np.ones(n, bool), np.ones(n))
     f, grad, info = data.fsv(b)
     u = data.score_terms(b)
     lik, grad_l, info_l, middle = _crr_by_loops(time, status, X, b)
@@ -295,7 +300,7 @@ def test_level_without_events_is_not_estimable_and_the_others_are_the_limit():
     assert np.isnan(fit.coef[2]) and np.isnan(fit.se[2]) and "c: no events in this level" in fit.note
     assert fit.converged and np.isfinite(fit.coef[:2]).all()
     # the limit: c's patients out of the risk sets, as with its coefficient at -40 (exp(-40) = 4e-18)
-    data = _Data(time, status, np.column_stack([X, level]), np.ones(200, bool))
+    data = _Data(time, status, np.column_stack([X, level]), np.ones(200, bool), np.ones(200))
     b = np.concatenate([fit.coef[:2], [-40.0]])
     _, grad, _ = data.fsv(b)
     assert np.abs(grad[:2]).max() < 1e-6 * abs(fit.loglik)
@@ -334,8 +339,62 @@ def test_invalid_input_is_refused():
         fine_gray([0.0, 2], [1, 0], np.zeros((2, 1)), names=["x"])
     with pytest.raises(ValueError, match="lengths"):
         fine_gray([1.0, 2], [1, 0], np.zeros((2, 1)), names=["x", "y"])
+    for counts in ([1, 0], [1, 1.5], [1, np.nan]):
+        with pytest.raises(ValueError, match="counts"):
+            fine_gray([1.0, 2], [1, 0], np.zeros((2, 1)), names=["x"], counts=counts)
+
+
+# ------------------------------------------------------------------------------------ aggregated rows
+
+def _aggregate(time, status, X):
+    """One row per distinct (time, status, x) with its number of patients (polars group_by, rows in
+    order of first appearance, not of time): time, status, X, counts."""
+    columns = [f"x{j}" for j in range(X.shape[1])]
+    frame = pl.DataFrame({"t": time, "status": status, **dict(zip(columns, X.T))})
+    rows = frame.group_by(frame.columns, maintain_order=True).len("count")
+    return rows["t"].to_numpy(), rows["status"].to_numpy(), rows.select(columns).to_numpy(), rows["count"].to_numpy()
+
+
+def _cohort(case: str, n: int = 400, seed: int = 12):
+    """Patients on whole days 1..15, so many share (time, status, x) and every kind of tie occurs: a
+    3-level g (reference 0) as two dummies and a binary z, with `case`'s peculiarity."""
+    rng = np.random.default_rng(seed)
+    time = rng.integers(1, 16, n).astype(float)
+    status = rng.choice([0, 1, 2], n, p=[0.5, 0.3, 0.2])
+    g = rng.choice(3, n, p=[0.5, 0.3, 0.2])
+    z = rng.integers(0, 2, n).astype(float)
+    if case == "level without events":
+        status[(g == 2) & (status == 1)] = 0
+    elif case == "reference without events":
+        status[(g == 0) & (status == 1)] = 2
+    elif case == "single-patient level":
+        g[g == 2] = 1
+        g[0], status[0] = 2, 1
+    X = np.column_stack([g == 1, g == 2, z] + ([z] if case == "aliased" else [])).astype(float)
+    names = ["g1", "g2", "z", "z_again"][:X.shape[1]]
+    return time, status, X, names, {"g": [0, 1], "z": [2]}
+
+
+@pytest.mark.parametrize("case, maxiter", [("ties", 10), ("level without events", 10), ("reference without events", 10),
+                                           ("single-patient level", 10), ("single-patient level", 2), ("aliased", 10)])
+def test_aggregated_rows_give_the_patients_fit(case, maxiter):
+    time, status, X, names, terms = _cohort(case)
+    patients = fine_gray(time, status, X, names=names, terms=terms, maxiter=maxiter)
+    t, s, x, counts = _aggregate(time, status, X)
+    assert len(counts) < len(time) / 2
+    rows = fine_gray(t, s, x, names=names, terms=terms, counts=counts, maxiter=maxiter)
+    for field in ("coef", "se", "shr", "ci_lower", "ci_upper", "p_value", "var"):
+        np.testing.assert_allclose(getattr(rows, field), getattr(patients, field), rtol=1e-11, atol=1e-12,
+                                   err_msg=field)
+    assert rows.loglik == pytest.approx(patients.loglik, rel=1e-13, abs=1e-12)
+    assert rows.loglik_null == pytest.approx(patients.loglik_null, rel=1e-13)
+    for field in ("names", "converged", "iterations", "n", "n_events", "n_competing", "note"):
+        assert getattr(rows, field) == getattr(patients, field), field
+    assert rows.n == len(time)
 
 
 if __name__ == "__main__":
     for dataset in sys.argv[1:] or DATASETS:
-        print(dataset, {k: f"{v:.1e}" for k, v in differences(dataset).items()})
+        for aggregated in (False, True):
+            print(dataset, "aggregated" if aggregated else "patients",
+                  {k: f"{v:.1e}" for k, v in differences(dataset, aggregated).items()})
