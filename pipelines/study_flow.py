@@ -18,6 +18,7 @@ from vigil.inert import inert
 from vigil.report import ReportError, ReportResult, render_report
 from vigil.analysis.monitoring import alert, look_history
 from vigil.analysis.runs import RunSummary, analyse
+from vigil.analysis.variants import SENSITIVITY_ANALYSES
 from vigil.warehouse.snapshots import publish_snapshot
 
 if ReportError not in EXPECTED:
@@ -26,8 +27,10 @@ if ReportError not in EXPECTED:
 
 @task(name="analyse", cache_policy=NO_CACHE)
 def analyse_task(db_path: Path, parameters: dict, earlier_steps: dict[str, float]) -> RunSummary:
+    """The main analysis and every SAP A12 sensitivity analysis, as one run."""
     with warehouse.connect(db_path) as con:
-        summary = analyse(con, parameters, str(runtime.flow_run.id or "") or None, earlier_steps)
+        summary = analyse(con, parameters, str(runtime.flow_run.id or "") or None, earlier_steps,
+                          variants=list(SENSITIVITY_ANALYSES))
     say(get_run_logger().info, "run %d: %d patients in the cohort, %d first serious infections, %.0f person-years",
         summary.run_id, summary.cohort["cohort_size"], summary.cohort["events"]["first_serious"],
         summary.cohort["person_years"])

@@ -20,7 +20,8 @@ import pytest
 
 from vigil.cohort import strata as st
 from vigil.cohort.codelists import CODELIST_DIR, CODELISTS, CodeListError, load_codelists, read_codelist
-from vigil.warehouse.sqlfiles import sql_file
+from vigil.cohort import COHORT_PARAMETERS
+from vigil.warehouse.sqlfiles import execute_file, sql_file
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATA_CSV = CODELIST_DIR / "strata.csv"
@@ -159,6 +160,8 @@ def _cohort_inputs(con: duckdb.DuckDBPyConnection, n: int, age, edss, charlson, 
     if dmts:
         con.executemany("INSERT INTO cohort.prior_dmts VALUES (?, ?)", dmts)
     con.execute("CREATE OR REPLACE TABLE cohort.courses (patient_id VARCHAR, course_start_date DATE)")
+    con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+    con.execute("CREATE OR REPLACE TABLE staging.dmt_history (patient_id VARCHAR, dmt_code VARCHAR, start_date DATE)")
     con.execute("CREATE OR REPLACE TABLE cohort.baseline_edss (patient_id VARCHAR, edss_score DECIMAL(3, 1), "
                 "edss_date DATE)")
     con.executemany("INSERT INTO cohort.baseline_edss VALUES (?, ?, DATE '2019-12-01')",
@@ -178,7 +181,7 @@ def binned():
     con = duckdb.connect()
     load_codelists(con)
     _cohort_inputs(con, n, age, edss, charlson, prior_dmt, high_efficacy, sex)
-    con.execute(sql_file("cohort", "patients").path.read_text(encoding="utf-8"))
+    execute_file(con, sql_file("cohort", "patients"), COHORT_PARAMETERS)
     patients = con.sql("SELECT * FROM cohort.patients ORDER BY patient_id").pl()
     inputs = pl.DataFrame({"age": age, "edss_in": edss, "charlson_n": charlson, "prior_dmt_n": prior_dmt,
                            "he": high_efficacy, "sex_in": sex}, schema_overrides={"edss_in": pl.Float64})

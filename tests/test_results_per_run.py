@@ -189,9 +189,9 @@ def test_a_caller_cannot_contradict_an_analysis_parameter():
     assert runs.run_parameters({"days": list(sap.DAYS), "db": "x"}, {})["db"] == "x"
 
 
-def test_the_course_gap_is_read_from_the_cohort_sql():
+def test_the_course_gap_is_a_parameter_of_the_cohort_sql():
     text = (resources.SQL_DIR / "cohort" / "infusion_courses.sql").read_text(encoding="utf-8")
-    assert "days_since_previous_infusion > 30" in text and course_gap_days() == 30
+    assert "days_since_previous_infusion > $course_gap_days" in text and course_gap_days() == 30
 
 
 # snapshots ---------------------------------------------------------------------------------------

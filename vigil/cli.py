@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from vigil.analysis.variants import SENSITIVITY_ANALYSES
 from vigil.inert import console_text, inert
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -429,8 +430,17 @@ def print_run_summary(summary) -> None:
         console.print(Text(f"read-only snapshot: {inert(summary.snapshot)}"))
 
 
+ALL_VARIANTS = "all"
+Sensitivity = Enum("Sensitivity", {name: name for name in (*SENSITIVITY_ANALYSES, ALL_VARIANTS)}, type=str)
+
+
 @app.command()
-def analyse(db: DbOption = None) -> None:
+def analyse(
+    db: DbOption = None,
+    variant: Annotated[Optional[list[Sensitivity]], typer.Option(
+        "--variant", help="A sensitivity analysis of SAP A12 to run beside the main analysis, as a named variant "
+                          "of the same run (repeat the option for several; all = every one). vigil run runs all.")] = None,
+) -> None:
     """Build the cohort, analysis datasets and results (a new run), then publish the read-only snapshot.
 
     Exit status: 0 done, 4 done and the sequential test is in signal at the run's look (SAP A14), 2 usage
@@ -449,7 +459,7 @@ def analyse(db: DbOption = None) -> None:
             warehouse.verify(db_path, write=True)
             with warehouse.connect(db_path) as con:
                 warehouse.create_layout(con)
-                summary = run_analysis(con, {"db": str(db_path)})
+                summary = run_analysis(con, {"db": str(db_path)}, variants=_sensitivity(variant))
             summary.snapshot = publish_snapshot(db_path, summary.run_id)
         print_run_summary(summary)
     if summary.analyses["monitoring"]["signal"]:
@@ -458,6 +468,11 @@ def analyse(db: DbOption = None) -> None:
 
 OutOption = Annotated[Optional[Path], typer.Option(
     "--out", help="Report folder: one run-<N>/ per run and current/ (default: report/ beside the warehouse).")]
+
+
+def _sensitivity(chosen: list[Sensitivity] | None) -> list[str]:
+    names = [c.value for c in chosen or []]
+    return list(SENSITIVITY_ANALYSES) if ALL_VARIANTS in names else names
 
 
 def print_report(result) -> None:

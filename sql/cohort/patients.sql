@@ -19,9 +19,29 @@
 --          rule range: lower <= score < upper (no upper: no bound), rule equals: value = the source,
 --          rule missing: the source is NULL. The loader checks that the ranges of a variable are
 --          contiguous and do not overlap, so each join below finds at most one level.
+--          Censoring at a switch (SAP A12(a), parameter $censor_at_switch, false in the primary
+--          analysis): follow-up also ends on the start date of the first other DMT started after the
+--          index date (staging.dmt_history.start_date > index_date; that day is still in follow-up),
+--          exit_reason dmt_switch; a death after it is outside follow-up.
+-- Parameter: $censor_at_switch, given by vigil.cohort.build_cohort (vigil.cohort.COHORT_PARAMETERS).
 CREATE OR REPLACE TABLE cohort.patients AS
-WITH cohort_member AS (
+WITH eligible AS (
     SELECT * FROM cohort.eligibility WHERE excluded_at_step IS NULL
+),
+dmt_switch AS (
+    SELECT d.patient_id, min(d.start_date) AS switch_date
+    FROM staging.dmt_history AS d
+    JOIN eligible AS e USING (patient_id)
+    WHERE d.start_date > e.index_date
+    GROUP BY d.patient_id
+),
+cohort_member AS (
+    SELECT
+        e.* REPLACE (CASE WHEN $censor_at_switch THEN least(e.exit_date, s.switch_date) ELSE e.exit_date END
+                     AS exit_date),
+        $censor_at_switch AND s.switch_date < e.exit_date AS exit_at_switch
+    FROM eligible AS e
+    LEFT JOIN dmt_switch AS s USING (patient_id)
 ),
 charlson AS (
     SELECT patient_id, CAST(sum(weight_counted) AS INTEGER) AS charlson_score
@@ -78,6 +98,7 @@ SELECT
     exit_date,
     CASE
         WHEN died THEN 'death'
+        WHEN exit_at_switch THEN 'dmt_switch'
         WHEN exit_date = followup_end_date THEN 'followup_end'
         ELSE 'data_cut'
     END AS exit_reason,
@@ -132,8 +153,8 @@ COMMENT ON COLUMN cohort.patients.age_at_index IS 'Age at index = year(index_dat
 COMMENT ON COLUMN cohort.patients.followup_end_date IS 'End of follow-up as delivered.';
 COMMENT ON COLUMN cohort.patients.end_reason IS 'Reason for the end of follow-up as delivered.';
 COMMENT ON COLUMN cohort.patients.death_date IS 'Date of death as delivered; NULL = not known to have died.';
-COMMENT ON COLUMN cohort.patients.exit_date IS 'Exit date = min(followup_end_date, death_date, data_cut).';
-COMMENT ON COLUMN cohort.patients.exit_reason IS 'Which date set the exit: death, followup_end (the delivered end of follow-up) or data_cut.';
+COMMENT ON COLUMN cohort.patients.exit_date IS 'Exit date = min(followup_end_date, death_date, data_cut); in the censor-at-switch sensitivity analysis also the start of the first other DMT after index.';
+COMMENT ON COLUMN cohort.patients.exit_reason IS 'Which date set the exit: death, followup_end (the delivered end of follow-up), data_cut, or dmt_switch (only in the censor-at-switch sensitivity analysis).';
 COMMENT ON COLUMN cohort.patients.died IS 'True if the patient died in follow-up (death_date = exit_date): the competing event of the first-event outcomes.';
 COMMENT ON COLUMN cohort.patients.follow_up_days IS 'Follow-up in days = (exit_date - index_date) + 1, index and exit days included.';
 COMMENT ON COLUMN cohort.patients.person_years IS 'Follow-up in person-years = follow_up_days / 365.25.';

@@ -10,6 +10,7 @@
 --          events: docs/analysis-methods.md.
 CREATE TABLE IF NOT EXISTS results.cox (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     outcome VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
     covariates VARCHAR NOT NULL,
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS results.cox (
 
 COMMENT ON TABLE results.cox IS 'Cox models (Efron ties, death censored): hazard ratio with Wald 95% CI and p per non-reference level, univariable per stratum variable and multivariable; proportional-hazards test (cox.zph, km transform) per term and GLOBAL per model. Grain: run, outcome, model, variable and level (GLOBAL row: level NULL). SAP 4 (A5).';
 COMMENT ON COLUMN results.cox.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.cox.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.cox.outcome IS 'first_serious (primary) or first_opportunistic.';
 COMMENT ON COLUMN results.cox.model IS 'univariable (one model per stratum variable) or multivariable.';
 COMMENT ON COLUMN results.cox.covariates IS 'The model''s variables as specified, comma-separated: the stratum variable for a univariable model; age_group, sex, charlson, prior_dmt, prior_high_efficacy, edss for the multivariable one. With model it identifies the model.';

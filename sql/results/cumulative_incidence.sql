@@ -9,6 +9,7 @@
 -- Usage:   created here, filled by vigil.analysis.run_analyses. Full curves: results.cumulative_incidence_curves.
 CREATE TABLE IF NOT EXISTS results.cumulative_incidence (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     method VARCHAR NOT NULL,
     outcome VARCHAR NOT NULL,
     stratifier VARCHAR NOT NULL,
@@ -23,11 +24,12 @@ CREATE TABLE IF NOT EXISTS results.cumulative_incidence (
     n_patients BIGINT NOT NULL,
     cumulative_events BIGINT NOT NULL,
     note VARCHAR,
-    PRIMARY KEY (run_id, method, outcome, stratifier, stratum, day)
+    PRIMARY KEY (run_id, variant, method, outcome, stratifier, stratum, day)
 );
 
 COMMENT ON TABLE results.cumulative_incidence IS 'Cumulative incidence of first_serious (and first_opportunistic) at days 30, 180, 365, 730, 1095, 1825: Kaplan-Meier 1 - S (death censored, log(-log) CI) and Aalen-Johansen (death competing, log CI), overall and by stratum. Grain: run, method, outcome, stratifier, stratum and day. SAP 4 (A3, A4).';
 COMMENT ON COLUMN results.cumulative_incidence.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.cumulative_incidence.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.cumulative_incidence.method IS 'kaplan_meier (1 - S, death censored) or aalen_johansen (death as a competing event).';
 COMMENT ON COLUMN results.cumulative_incidence.outcome IS 'first_serious (primary) or first_opportunistic.';
 COMMENT ON COLUMN results.cumulative_incidence.stratifier IS 'overall, or the stratum variable: site, sex, age_group, charlson, prior_dmt, prior_high_efficacy, edss.';

@@ -7,6 +7,7 @@
 -- Usage:   created here, filled by vigil.analysis.run_analyses.
 CREATE TABLE IF NOT EXISTS results.cumulative_incidence_curves (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     method VARCHAR NOT NULL,
     outcome VARCHAR NOT NULL,
     stratifier VARCHAR NOT NULL,
@@ -20,11 +21,12 @@ CREATE TABLE IF NOT EXISTS results.cumulative_incidence_curves (
     n_events BIGINT NOT NULL,
     n_competing BIGINT NOT NULL,
     n_censored BIGINT NOT NULL,
-    PRIMARY KEY (run_id, method, outcome, stratifier, stratum, time)
+    PRIMARY KEY (run_id, variant, method, outcome, stratifier, stratum, time)
 );
 
 COMMENT ON TABLE results.cumulative_incidence_curves IS 'Full Kaplan-Meier (1 - S) and Aalen-Johansen cumulative incidence step curves with 95% CIs, at time 0 and every distinct exit time of each stratum, for plotting. Grain: run, method, outcome, stratifier, stratum and time. SAP 4 (A3, A4).';
 COMMENT ON COLUMN results.cumulative_incidence_curves.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.cumulative_incidence_curves.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.cumulative_incidence_curves.method IS 'kaplan_meier (1 - S, death censored) or aalen_johansen (death as a competing event).';
 COMMENT ON COLUMN results.cumulative_incidence_curves.outcome IS 'first_serious (primary) or first_opportunistic.';
 COMMENT ON COLUMN results.cumulative_incidence_curves.stratifier IS 'overall, or the stratum variable.';

@@ -7,6 +7,7 @@
 --          run's transaction.
 CREATE TABLE IF NOT EXISTS results.dq_deliveries (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     delivery_id BIGINT NOT NULL,
     site_id VARCHAR,
     data_cut DATE,
@@ -17,11 +18,12 @@ CREATE TABLE IF NOT EXISTS results.dq_deliveries (
     reason VARCHAR,
     superseded_by BIGINT,
     received_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (run_id, delivery_id)
+    PRIMARY KEY (run_id, variant, delivery_id)
 );
 
 COMMENT ON TABLE results.dq_deliveries IS 'Deliveries received before the run with their status at the run: accepted (analysed in the run), superseded or refused, and why. Grain: run and delivery. SAP 4 (A7).';
 COMMENT ON COLUMN results.dq_deliveries.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.dq_deliveries.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.dq_deliveries.delivery_id IS 'Identifier of the delivery (audit.delivery_receipts).';
 COMMENT ON COLUMN results.dq_deliveries.site_id IS 'Site from the manifest; NULL when the manifest could not be read.';
 COMMENT ON COLUMN results.dq_deliveries.data_cut IS 'Data cut from the manifest.';

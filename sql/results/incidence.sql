@@ -8,6 +8,7 @@
 --          chi-square quantiles in Python). The primary key refuses a second insert of the same run.
 CREATE TABLE IF NOT EXISTS results.incidence (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     outcome VARCHAR NOT NULL,
     stratifier VARCHAR NOT NULL,
     stratum VARCHAR NOT NULL,
@@ -19,11 +20,12 @@ CREATE TABLE IF NOT EXISTS results.incidence (
     ci_lower DOUBLE,
     ci_upper DOUBLE,
     note VARCHAR,
-    PRIMARY KEY (run_id, outcome, stratifier, stratum)
+    PRIMARY KEY (run_id, variant, outcome, stratifier, stratum)
 );
 
 COMMENT ON TABLE results.incidence IS 'Incidence rate of each outcome per 1,000 person-years with the exact Poisson 95% CI, overall and by each baseline stratum. Grain: run, outcome, stratifier and stratum. SAP 4 (A1).';
 COMMENT ON COLUMN results.incidence.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.incidence.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.incidence.outcome IS 'first_serious (primary: first serious infection), all_serious (every serious infection episode, recurrent) or first_opportunistic (first opportunistic infection).';
 COMMENT ON COLUMN results.incidence.stratifier IS 'overall, or the stratum variable: site, sex, age_group, charlson, prior_dmt, prior_high_efficacy, edss.';
 COMMENT ON COLUMN results.incidence.stratum IS 'Level of the stratifier as labelled in the SAP (all for overall).';

@@ -5,6 +5,7 @@
 -- Usage:   created here, filled by vigil.analysis.run_analyses.
 CREATE TABLE IF NOT EXISTS results.logrank (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     outcome VARCHAR NOT NULL,
     stratifier VARCHAR NOT NULL,
     chisq DOUBLE,
@@ -14,11 +15,12 @@ CREATE TABLE IF NOT EXISTS results.logrank (
     n_patients BIGINT NOT NULL,
     n_events BIGINT NOT NULL,
     note VARCHAR,
-    PRIMARY KEY (run_id, outcome, stratifier)
+    PRIMARY KEY (run_id, variant, outcome, stratifier)
 );
 
 COMMENT ON TABLE results.logrank IS 'Log-rank test (death censored) across the levels of each stratum variable, as R survdiff. Grain: run, outcome and stratifier. SAP 4 (A3).';
 COMMENT ON COLUMN results.logrank.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.logrank.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.logrank.outcome IS 'first_serious (primary) or first_opportunistic.';
 COMMENT ON COLUMN results.logrank.stratifier IS 'Stratum variable whose levels are compared: site, sex, age_group, charlson, prior_dmt, prior_high_efficacy, edss.';
 COMMENT ON COLUMN results.logrank.chisq IS 'Log-rank chi-square; NULL when no test is possible (fewer than two levels with patients, or no events).';

@@ -6,6 +6,7 @@
 -- Usage:   written by vigil.analysis.monitoring.run_monitoring from analysis.expected_events.
 CREATE TABLE IF NOT EXISTS results.observed_expected (
     run_id       BIGINT NOT NULL,
+    variant      VARCHAR NOT NULL DEFAULT 'main',
     look         INTEGER NOT NULL,
     outcome      VARCHAR NOT NULL,
     stratifier   VARCHAR NOT NULL,
@@ -17,11 +18,12 @@ CREATE TABLE IF NOT EXISTS results.observed_expected (
     ci_lower     DOUBLE,
     ci_upper     DOUBLE,
     note         VARCHAR,
-    PRIMARY KEY (run_id, outcome, stratifier, stratum)
+    PRIMARY KEY (run_id, variant, outcome, stratifier, stratum)
 );
 
 COMMENT ON TABLE results.observed_expected IS 'A13: observed vs expected first events (indirect standardisation on the reference rates), overall and by stratum. Grain: run, outcome, stratifier and stratum. SAP 7.';
 COMMENT ON COLUMN results.observed_expected.run_id IS 'The run (results.runs).';
+COMMENT ON COLUMN results.observed_expected.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.observed_expected.look IS 'The look of the run (results.looks).';
 COMMENT ON COLUMN results.observed_expected.outcome IS 'first_serious (primary) or first_opportunistic.';
 COMMENT ON COLUMN results.observed_expected.stratifier IS 'overall, or the baseline variable (SAP 3).';

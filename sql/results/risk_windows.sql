@@ -6,6 +6,7 @@
 --          The column "window" is an SQL keyword: quote it ("window") in queries.
 CREATE TABLE IF NOT EXISTS results.risk_windows (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     "window" VARCHAR NOT NULL,
     window_order INTEGER NOT NULL,
     n_patients BIGINT NOT NULL,
@@ -15,11 +16,12 @@ CREATE TABLE IF NOT EXISTS results.risk_windows (
     ci_lower DOUBLE,
     ci_upper DOUBLE,
     note VARCHAR,
-    PRIMARY KEY (run_id, "window")
+    PRIMARY KEY (run_id, variant, "window")
 );
 
 COMMENT ON TABLE results.risk_windows IS 'Serious infection episodes, person-time and rate per 1,000 person-years (exact Poisson 95% CI) by days since the start of the most recent course: 0-30, 31-90, 91-365, >365 (day 0 = course start). Grain: run and risk window. SAP 4 (A2).';
 COMMENT ON COLUMN results.risk_windows.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.risk_windows.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.risk_windows."window" IS 'Risk window, days since the start of the most recent derived course: 0-30, 31-90, 91-365, >365. An SQL keyword: write "window".';
 COMMENT ON COLUMN results.risk_windows.window_order IS 'Order of the window, 1 (0-30) to 4 (>365).';
 COMMENT ON COLUMN results.risk_windows.n_patients IS 'Patients with follow-up in the window (after any course).';

@@ -5,7 +5,8 @@
 --          that repeats the look carries the same row (no alpha spent again).
 -- Usage:   written by vigil.analysis.monitoring.run_monitoring.
 CREATE TABLE IF NOT EXISTS results.sequential_test (
-    run_id          BIGINT PRIMARY KEY,
+    run_id          BIGINT NOT NULL,
+    variant         VARCHAR NOT NULL DEFAULT 'main',
     surveillance    VARCHAR NOT NULL,
     look            INTEGER NOT NULL,
     outcome         VARCHAR NOT NULL,
@@ -21,11 +22,13 @@ CREATE TABLE IF NOT EXISTS results.sequential_test (
     signal_look     INTEGER,
     status          VARCHAR NOT NULL,
     computed_by_run BIGINT NOT NULL,
-    note            VARCHAR
+    note            VARCHAR,
+    PRIMARY KEY (run_id, variant)
 );
 
 COMMENT ON TABLE results.sequential_test IS 'A14: group-sequential Poisson MaxSPRT of the primary outcome (power-type alpha spending), one row per run for its look. Grain: run. SAP 7.';
 COMMENT ON COLUMN results.sequential_test.run_id IS 'The run (results.runs).';
+COMMENT ON COLUMN results.sequential_test.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.sequential_test.surveillance IS 'The surveillance (results.looks.surveillance).';
 COMMENT ON COLUMN results.sequential_test.look IS 'The look (results.looks).';
 COMMENT ON COLUMN results.sequential_test.outcome IS 'first_serious, the primary outcome.';

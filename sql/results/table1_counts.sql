@@ -10,6 +10,7 @@
 --          refuses a run_id already present.
 CREATE TABLE IF NOT EXISTS results.table1_counts (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     variable VARCHAR NOT NULL,
     level VARCHAR NOT NULL,
     level_order INTEGER NOT NULL,
@@ -19,6 +20,7 @@ CREATE TABLE IF NOT EXISTS results.table1_counts (
 
 COMMENT ON TABLE results.table1_counts IS 'Table 1 counts: cohort patients per baseline characteristic and level, overall (edss NULL) and by baseline EDSS category. Grain: run, variable, level and EDSS column; cells with patients only. SAP 4 (A6).';
 COMMENT ON COLUMN results.table1_counts.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.table1_counts.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.table1_counts.variable IS 'Characteristic, vigil.report.data.TABLE1_CATEGORICAL: age_group, sex, site, charlson, prior_dmt, prior_high_efficacy (stratum variables, SAP 3), courses (alemtuzumab courses in follow-up: 1, 2, >=3) and died (Yes/No, death in follow-up).';
 COMMENT ON COLUMN results.table1_counts.level IS 'Level of the characteristic (stratum variables: the SAP labels).';
 COMMENT ON COLUMN results.table1_counts.level_order IS 'Order of the level in Table 1: the SAP order for stratum variables (as results.incidence.stratum_order of the run), else TABLE1_LEVELS then other levels alphabetically.';

@@ -12,16 +12,18 @@
 --          columns dropped; for two levels |p1 - p0| / sqrt((p1 (1 - p1) + p0 (1 - p0)) / 2).
 CREATE TABLE IF NOT EXISTS results.table1_smd (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     variable VARCHAR NOT NULL,
     edss VARCHAR NOT NULL,
     reference_edss VARCHAR NOT NULL,
     smd DOUBLE,
     note VARCHAR,
-    PRIMARY KEY (run_id, variable, edss)
+    PRIMARY KEY (run_id, variant, variable, edss)
 );
 
 COMMENT ON TABLE results.table1_smd IS 'Table 1 absolute standardised mean differences of each baseline EDSS category against the reference category, per characteristic (continuous: difference of means over the pooled SD; categorical: Yang & Dalton multivariate SMD). Grain: run, characteristic and compared EDSS category. SAP 4 (A6).';
 COMMENT ON COLUMN results.table1_smd.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.table1_smd.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.table1_smd.variable IS 'Characteristic: age_at_index and follow_up_years (continuous, from results.table1_summary), edss_score (never computed: the columns are defined by it), or a categorical characteristic of results.table1_counts.';
 COMMENT ON COLUMN results.table1_smd.edss IS 'The compared EDSS category (every EDSS level of the SAP but the reference).';
 COMMENT ON COLUMN results.table1_smd.reference_edss IS 'The reference EDSS category (the first EDSS level of the SAP, 0-2.5).';

@@ -6,6 +6,7 @@
 --          (DuckDB avg, stddev_samp, quantile_cont) in the run's transaction.
 CREATE TABLE IF NOT EXISTS results.table1_summary (
     run_id BIGINT NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'main',
     edss VARCHAR,
     n_patients BIGINT NOT NULL,
     age_mean DOUBLE,
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS results.table1_summary (
 
 COMMENT ON TABLE results.table1_summary IS 'Table 1 continuous characteristics per column: patients, age at index (mean, SD), baseline EDSS score and follow-up in years (mean, SD, median, quartiles), overall (edss NULL) and by baseline EDSS category. Grain: run and EDSS column. SAP 4 (A6).';
 COMMENT ON COLUMN results.table1_summary.run_id IS 'The run that made the row (results.runs).';
+COMMENT ON COLUMN results.table1_summary.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.table1_summary.edss IS 'Baseline EDSS category of the column; NULL for the Overall column. Categories without patients have no row.';
 COMMENT ON COLUMN results.table1_summary.n_patients IS 'Cohort patients in the column (the column total of Table 1).';
 COMMENT ON COLUMN results.table1_summary.age_mean IS 'Mean age at index, years.';

@@ -63,7 +63,7 @@ def run_levels(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, list[st
     levels: dict[str, list[str]] = {v: [] for v in sap.STRATIFIERS}
     rows = con.execute("""
         SELECT stratifier, stratum FROM results.incidence
-        WHERE run_id = ? AND stratifier <> 'overall'
+        WHERE run_id = ? AND variant = 'main' AND stratifier <> 'overall'
         GROUP BY stratifier, stratum ORDER BY stratifier, min(stratum_order), stratum""", [run_id]).fetchall()
     for variable, level in rows:
         levels.setdefault(variable, []).append(level)

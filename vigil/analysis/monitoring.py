@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from vigil.analysis import results
-from vigil.analysis.sap import STRATIFIERS, _grouping_sets, _level_frame, strata_levels
+from vigil.analysis.sap import STRATIFIERS, grouping_sets, level_frame, strata_levels
 from vigil.cohort.codelists import REFERENCE_OUTCOMES
 from vigil.stats import sequential, survival as sv
 
@@ -131,13 +131,13 @@ def observed_expected(con) -> pl.DataFrame:
                                WHERE rate_per_1000py IS NULL ORDER BY ALL""").fetchall()
         raise ValueError(f"{missing} patient-outcome rows have no reference rate (cells {cells}): "
                          "codelists/reference_rates.csv lacks them")
-    stratifier, stratum, grouping = _grouping_sets("outcome")
+    stratifier, stratum, grouping = grouping_sets("outcome")
     counts = con.sql(f"""
         SELECT outcome, {stratifier} AS stratifier, {stratum} AS stratum,
                CAST(sum(observed) AS BIGINT) AS observed, sum(expected) AS expected,
                sum(person_years) AS person_years
         FROM analysis.expected_events GROUP BY {grouping}""").pl()
-    grid = pl.DataFrame({"outcome": list(REFERENCE_OUTCOMES)}).join(_level_frame(strata_levels(con)), how="cross")
+    grid = pl.DataFrame({"outcome": list(REFERENCE_OUTCOMES)}).join(level_frame(strata_levels(con)), how="cross")
     frame = grid.join(counts, on=["outcome", "stratifier", "stratum"], how="left").with_columns(
         pl.col("observed").fill_null(0), pl.col("expected").fill_null(0.0), pl.col("person_years").fill_null(0.0))
     o = frame["observed"].to_numpy().astype(float)

@@ -1,7 +1,8 @@
 """The one module that writes the results tables (schema results).
 
 Every results table is defined by its file sql/results/<table>.sql (CREATE TABLE IF NOT EXISTS and a
-COMMENT on the table and each column) and carries run_id. Writers elsewhere compute frames; this module
+COMMENT on the table and each column) and carries run_id and variant (main, or a sensitivity analysis
+described in results.variants); results.runs has one row per run. Writers elsewhere compute frames; this module
 creates the tables, refuses a run_id that a table already holds (a run's results are never
 overwritten), inserts frames by column name (NaN and infinities become NULL), copies the run's
 attrition from cohort.attrition, inserts the results.runs row and records the snapshot hash.
@@ -20,6 +21,8 @@ from vigil.warehouse.sqlfiles import SqlFile, execute_file, sql_file
 
 RUNS = "runs"
 ATTRITION = "attrition"
+VARIANTS = "variants"
+MAIN = "main"  # the variant of the SAP's primary analysis (vigil.analysis.variants)
 
 
 def table_file(table: str) -> SqlFile:
@@ -32,20 +35,27 @@ def create_tables(con: duckdb.DuckDBPyConnection, tables) -> None:
         execute_file(con, table_file(table))
 
 
-def prepare(con: duckdb.DuckDBPyConnection, run_id: int, tables) -> None:
-    """Before a writer adds run run_id to the tables: create them if needed and refuse a run_id any holds."""
+def prepare(con: duckdb.DuckDBPyConnection, run_id: int, tables, variant: str = MAIN) -> None:
+    """Before a writer adds run run_id's variant to the tables: create them if needed and refuse a
+    (run_id, variant) any holds."""
     check_run_id(run_id)
     create_tables(con, tables)
-    refuse_existing_run(con, run_id, tables)
+    refuse_existing_run(con, run_id, tables, variant)
 
 
-def refuse_existing_run(con: duckdb.DuckDBPyConnection, run_id: int, tables) -> None:
-    """ValueError when any of the tables already holds run_id: a run's results are never overwritten."""
+def refuse_existing_run(con: duckdb.DuckDBPyConnection, run_id: int, tables, variant: str = MAIN) -> None:
+    """ValueError when any of the tables already holds run_id (its variant; results.runs: the run): a run's
+    results are never overwritten."""
     check_run_id(run_id)
     for table in tables:
-        (n,) = con.execute(f'SELECT count(*) FROM results."{table}" WHERE run_id = ?', [run_id]).fetchone()
+        if table == RUNS:
+            [(n,)] = con.execute("SELECT count(*) FROM results.runs WHERE run_id = ?", [run_id]).fetchall()
+        else:
+            [(n,)] = con.execute(f'SELECT count(*) FROM results."{table}" WHERE run_id = ? AND variant = ?',
+                                 [run_id, variant]).fetchall()
         if n:
-            raise ValueError(f"results.{table} already holds run {run_id}: a run's results are never overwritten "
+            what = f"run {run_id}" if variant == MAIN or table == RUNS else f"run {run_id} variant {variant}"
+            raise ValueError(f"results.{table} already holds {what}: a run's results are never overwritten "
                              "(duplicate run_id)")
 
 
@@ -54,11 +64,14 @@ def check_run_id(run_id) -> None:
         raise TypeError(f"run_id must be an integer, not {run_id!r}")
 
 
-def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, run_id: int | None = None) -> int:
-    """Append the frame to results.<table> by column name (with run_id as a column when given); NaN and
-    infinities become NULL. Returns the rows written."""
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, run_id: int | None = None,
+                 variant: str | None = MAIN) -> int:
+    """Append the frame to results.<table> by column name, with run_id and variant as columns when given
+    (variant None: the frame has its own); NaN and infinities become NULL. Returns the rows written."""
     if run_id is not None:
         frame = frame.with_columns(pl.lit(run_id, dtype=pl.Int64).alias("run_id"))
+    if run_id is not None and variant is not None:
+        frame = frame.with_columns(pl.lit(variant).alias("variant"))
     floats = [c for c, t in frame.schema.items() if t in (pl.Float64, pl.Float32)]
     frame = frame.with_columns([pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
                                 for c in floats])

@@ -14,13 +14,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from vigil import resources, warehouse
 from vigil.analysis import results
 from vigil.analysis import monitoring
 from vigil.analysis.monitoring import SAP_SURVEILLANCE, Surveillance
+from vigil.analysis.variants import MAIN, Variant, check_unique, sensitivity_variants
 
-SAP_VERSION = "1.0"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.0"
+SAP_VERSION = "1.1"  # ../shared/study/analysis-plan.md, "Statistical analysis plan (SAP) v1.1"
+# What the main analysis of a run computes (SAP 4 and 7); A12 are the variants.
+MAIN_ANALYSES = ["A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9", "A10", "A11", "A13", "A14", "A15"]
 
 
 @dataclass
@@ -60,12 +64,14 @@ def _current_deliveries(con: duckdb.DuckDBPyConnection) -> list[dict]:
             for d, s, c, t, h in rows]
 
 
-def analysis_parameters(codelists: dict | None, surveillance: Surveillance = SAP_SURVEILLANCE) -> dict:
+def analysis_parameters(codelists: dict | None, surveillance: Surveillance = SAP_SURVEILLANCE,
+                        variants: list[Variant] = ()) -> dict:
     """Every parameter that changes a number of the run, read from where it is defined (not retyped):
     the SAP days (A3, A4), risk windows (A2), outcomes, stratifiers and multivariable model
     (vigil.analysis.sap), the course gap of the cohort SQL (vigil.cohort.course_gap_days), the SAP
     version, the code-list and reference-rate versions (name -> version; the sha256 are in
-    results.runs.codelist_versions) and the surveillance of the monitoring (SAP 7: name and settings)."""
+    results.runs.codelist_versions), the surveillance of the monitoring (SAP 7: name and settings) and
+    each sensitivity analysis's parameters (SAP A12, also in results.variants)."""
     from vigil.analysis import sap
     from vigil.cohort import course_gap_days
 
@@ -80,13 +86,15 @@ def analysis_parameters(codelists: dict | None, surveillance: Surveillance = SAP
         "multivariable": list(sap.MULTIVARIABLE),
         "codelists": {name: (info or {}).get("version") for name, info in sorted((codelists or {}).items())},
         "surveillance": {"name": surveillance.name, **surveillance.settings},
+        "variants": {v.name: v.parameters() for v in variants},
     }
 
 
-def run_parameters(given: dict | None, codelists: dict | None, surveillance: Surveillance = SAP_SURVEILLANCE) -> dict:
+def run_parameters(given: dict | None, codelists: dict | None, surveillance: Surveillance = SAP_SURVEILLANCE,
+                   variants: list[Variant] = ()) -> dict:
     """What results.runs.parameters records: the caller's parameters (e.g. paths) and analysis_parameters.
     A caller's key that names an analysis parameter must agree with it (it cannot change it)."""
-    recorded = analysis_parameters(codelists, surveillance)
+    recorded = analysis_parameters(codelists, surveillance, variants)
     given = dict(given or {})
     for key in set(given) & set(recorded):
         if json.dumps(given[key], default=str) != json.dumps(recorded[key], default=str):
@@ -95,18 +103,46 @@ def run_parameters(given: dict | None, codelists: dict | None, surveillance: Sur
     return {**given, **recorded}
 
 
+def resolve_variants(given: list[Variant | str], sites: list[str]) -> list[Variant]:
+    """The SAP A12 variants named (leave-one-site-out: one per site) and the Variants given, each once."""
+    names = [g for g in given if isinstance(g, str)]
+    variants = sensitivity_variants(names, sites) + [g for g in given if isinstance(g, Variant)]
+    if any(not isinstance(g, (str, Variant)) for g in given):
+        raise TypeError("variants: names of SAP sensitivity analyses or vigil.analysis.variants.Variant")
+    check_unique(variants)
+    return variants
+
+
+def record_variants(con: duckdb.DuckDBPyConnection, run_id: int, variants: list[Variant]) -> None:
+    """results.variants: the run's main analysis and each sensitivity analysis with its parameters."""
+    from vigil.cohort import cohort_parameters
+
+    results.prepare(con, run_id, [results.VARIANTS])
+    rows = [{"variant": MAIN, "sensitivity": None, "description": "The SAP's primary analysis.",
+             "analyses": json.dumps(MAIN_ANALYSES), "parameters": json.dumps({"cohort": cohort_parameters()})}]
+    rows += [{"variant": v.name, "sensitivity": v.sensitivity, "description": v.description,
+              "analyses": json.dumps(list(v.analyses)), "parameters": json.dumps(v.parameters())} for v in variants]
+    results.insert_frame(con, results.VARIANTS, pl.DataFrame(rows, schema={c: pl.Utf8 for c in rows[0]}), run_id,
+                         variant=None)
+
+
 def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow_run_id: str | None = None,
-            earlier_steps: dict[str, float] | None = None, surveillance: Surveillance = SAP_SURVEILLANCE) -> RunSummary:
+            earlier_steps: dict[str, float] | None = None, surveillance: Surveillance = SAP_SURVEILLANCE,
+            variants: list[Variant | str] | None = None) -> RunSummary:
     """Build cohort, analysis datasets and every results table as run N+1, all or nothing.
     parameters: what the caller wants recorded (e.g. paths), kept beside every parameter that changes a
     number (run_parameters). earlier_steps: timings of what the same flow run did before (the ingest),
     recorded with the run's own. surveillance: the sequential settings of SAP 7 (A14), fixed at its first
-    look (vigil.analysis.monitoring). started_at and finished_at are taken in Python: the start before the
+    look (vigil.analysis.monitoring). variants: sensitivity analyses (SAP A12, vigil.analysis.variants:
+    a name of SENSITIVITY_ANALYSES, or a statistician's own Variant) computed in the same run, each under its name in the results tables' variant column; those that
+    change the cohort build it with their parameters before the main analysis builds it with the SAP's,
+    so that cohort.* and analysis.* hold the main analysis's datasets afterwards. started_at and finished_at are taken in Python: the start before the
     transaction begins, the end after the last result is written (DuckDB's current_timestamp would be the
     transaction's start)."""
     from vigil.analysis.describe import run_descriptives
-    from vigil.analysis.sap import run_analyses
-    from vigil.cohort import build_cohort
+    from vigil.analysis.sap import run_analyses, run_variant, strata_levels
+    from vigil.cohort import build_cohort, build_layers, cohort_parameters
+    from vigil.cohort.codelists import load_codelists
 
     started_at = datetime.now(timezone.utc)
     steps: dict[str, float] = dict(earlier_steps or {})
@@ -115,10 +151,20 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     run_id = None
     try:
         run_id = results.next_run_id(con)
+        variants = resolve_variants(variants or [], sorted({d["site_id"] for d in _current_deliveries(con)}))
+        variant_results = []
+        t0 = time.perf_counter()
+        rebuilding = [v for v in variants if v.rebuilds_cohort]
+        if rebuilding:
+            load_codelists(con)
+        for variant in rebuilding:
+            build_layers(con, cohort_parameters(variant.cohort))
+            variant_results.append(run_variant(con, run_id, variant, strata_levels(con)))
+        steps["variant_cohorts"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         cohort = build_cohort(con, run_id)
         steps["cohort"] = round(time.perf_counter() - t0, 3)
-        recorded_parameters = run_parameters(parameters, cohort.get("codelists"), surveillance)
+        recorded_parameters = run_parameters(parameters, cohort.get("codelists"), surveillance, variants)
         t0 = time.perf_counter()
         analyses = run_analyses(con, run_id)
         deliveries = _current_deliveries(con)
@@ -127,6 +173,12 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
         t0 = time.perf_counter()
         analyses["monitoring"] = monitoring.run_monitoring(con, run_id, deliveries, surveillance)
         steps["monitoring"] = round(time.perf_counter() - t0, 3)  # the look: A13-A15 (SAP 7)
+        t0 = time.perf_counter()
+        levels = strata_levels(con)
+        variant_results += [run_variant(con, run_id, v, levels) for v in variants if not v.rebuilds_cohort]
+        record_variants(con, run_id, variants)
+        analyses["variants"] = variant_results
+        steps["variants"] = round(time.perf_counter() - t0 + steps.pop("variant_cohorts"), 3)
         results.insert_run(con, {
             "run_id": run_id, "started_at": started_at, "finished_at": datetime.now(timezone.utc),
             "status": "completed", "code_version": code_version(), "sap_version": SAP_VERSION,

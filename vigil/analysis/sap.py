@@ -1,4 +1,4 @@
-"""SAP section 4 (A1-A5) on the analysis datasets, written to the results tables of a run.
+"""SAP section 4 on the analysis datasets, written to the results tables of a run.
 
 `run_analyses(con, run_id)` reads analysis.outcomes, analysis.all_serious, analysis.risk_windows
 and analysis.strata_levels (built by vigil.cohort.build_cohort) and appends run `run_id` to
@@ -9,9 +9,15 @@ and analysis.strata_levels (built by vigil.cohort.build_cohort) and appends run 
   results.cumulative_incidence_curves  A3, A4  the whole step curves, for plotting
   results.logrank                      A3  log-rank per stratum variable
   results.cox                          A5  univariable and multivariable Cox, PH tests
+  results.incidence_proportion         A8  (vigil.analysis.proportions)
+  results.rate_ratios                  A9  (vigil.analysis.rate_ratios)
+  results.fine_gray                    A10 (vigil.analysis.fine_gray)
+  results.standardised_rates           A11 (vigil.analysis.standardised)
+
+`run_variant` computes a sensitivity analysis's subset of them (SAP A12, vigil.analysis.variants).
 
 DuckDB does the counting (GROUP BY / GROUPING SETS over patients); Python loops only over
-strata, days and models, and vigil.stats.survival computes the estimators from the counts. An estimate
+strata, days and models, and vigil.stats computes the estimators from the counts. An estimate
 that cannot be computed is stored as SQL NULL with a note, never as NaN. Runs inside the
 caller's transaction: no BEGIN/COMMIT here. Methods: docs/analysis-methods.md.
 """
@@ -31,7 +37,7 @@ from vigil.cohort import strata
 from vigil.stats import survival as sv
 
 RESULT_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
-                 "logrank", "cox")
+                 "logrank", "cox", "incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates")
 
 FIRST_EVENT_OUTCOMES = ("first_serious", "first_opportunistic")
 INCIDENCE_OUTCOMES = ("first_serious", "all_serious", "first_opportunistic")
@@ -44,34 +50,83 @@ MISSING = "(missing)"   # a NULL stratum value, which the cohort SQL never produ
 
 
 def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
-    """Compute SAP A1-A5 for every outcome and stratifier and append them to the results tables as
-    run `run_id`. Refuses a run_id that any of these tables already holds. Returns the rows written
-    per table and the seconds per step."""
+    """Compute SAP A1-A5 and A8-A11 for every outcome and stratifier and append them to the results
+    tables as run `run_id` (variant main). Refuses a run_id that any of these tables already holds.
+    Returns the rows written per table and the seconds per step."""
+    from vigil.analysis import fine_gray, proportions, rate_ratios, standardised
+
     results.prepare(con, run_id, RESULT_TABLES)
     levels = strata_levels(con)
-    seconds: dict[str, float] = {}
+    steps = _Steps()
     frames: dict[str, pl.DataFrame] = {}
+    frames["incidence"] = steps.run("incidence", _incidence, con, levels)
+    frames["risk_windows"] = steps.run("risk_windows", _risk_windows, con)
+    daily = steps.run("daily_counts", _daily_counts, con)
+    frames["cumulative_incidence"], frames["cumulative_incidence_curves"] = steps.run(
+        "cumulative_incidence", _cumulative_incidence, daily, levels)
+    frames["logrank"] = steps.run("logrank", _logrank, daily)
+    frames["cox"] = steps.run("cox", _cox, con, daily, levels)
+    frames["incidence_proportion"] = steps.run("incidence_proportion", proportions.incidence_proportion, con, levels)
+    frames["rate_ratios"] = steps.run("rate_ratios", rate_ratios.rate_ratios, con, levels)
+    frames["fine_gray"] = steps.run("fine_gray", fine_gray.fine_gray_models, con, levels)
+    frames["standardised_rates"] = steps.run("standardised_rates", standardised.standardised_rates, con, levels)
+    rows = steps.run("insert", _insert, con, run_id, results.MAIN, frames)
+    return {"run_id": run_id, "rows": rows, "seconds": steps.seconds}
 
-    def step(name, fn, *args):
+
+def run_variant(con: duckdb.DuckDBPyConnection, run_id: int, variant, levels: dict[str, list[str]]) -> dict:
+    """Compute a sensitivity analysis (a vigil.analysis.variants.Variant) on the analysis datasets as
+    they are now (the caller has built them with the variant's cohort parameters) and append its
+    analyses to the results tables as run `run_id`, variant `variant.name`:
+      A1  the overall rate of the primary outcome (results.incidence);
+      A2  the risk windows (results.risk_windows);
+      A5  the multivariable Cox model of the primary outcome (results.cox);
+      A9  the rate ratios by risk window (results.rate_ratios).
+    A variant that leaves a site out reads the analysis datasets without that site's patients."""
+    from vigil.analysis import rate_ratios
+
+    tables = {"A1": "incidence", "A2": "risk_windows", "A5": "cox", "A9": "rate_ratios"}
+    results.prepare(con, run_id, [tables[a] for a in variant.analyses], variant.name)
+    outcomes, windows = "analysis.outcomes", "analysis.risk_windows"
+    if variant.leave_out_site is not None:
+        outcomes, windows = "variant_outcomes", "variant_risk_windows"
+        for relation, source in ((outcomes, "analysis.outcomes"), (windows, "analysis.risk_windows")):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS SELECT * FROM {source} WHERE site <> $site",
+                        {"site": variant.leave_out_site})
+    steps = _Steps()
+    frames: dict[str, pl.DataFrame] = {}
+    try:
+        if "A1" in variant.analyses:
+            frames["incidence"] = steps.run("incidence", _overall_rate, con, outcomes)
+        if "A2" in variant.analyses:
+            frames["risk_windows"] = steps.run("risk_windows", _risk_windows, con, windows)
+        if "A5" in variant.analyses:
+            frames["cox"] = steps.run("cox", lambda: pl.DataFrame(
+                _cox_multivariable(con, FIRST_EVENT_OUTCOMES[0], levels, outcomes), schema=COX_SCHEMA))
+        if "A9" in variant.analyses:
+            frames["rate_ratios"] = steps.run("rate_ratios", rate_ratios.rate_ratios, con, levels, windows)
+    finally:
+        if variant.leave_out_site is not None:
+            con.execute(f"DROP TABLE IF EXISTS {outcomes}; DROP TABLE IF EXISTS {windows}")
+    rows = steps.run("insert", _insert, con, run_id, variant.name, frames)
+    return {"variant": variant.name, "rows": rows, "seconds": steps.seconds}
+
+
+class _Steps:
+    """Seconds per named step, for results.runs.step_seconds."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name, fn, *args):
         started = time.perf_counter()
         out = fn(*args)
-        seconds[name] = round(time.perf_counter() - started, 3)
+        self.seconds[name] = round(time.perf_counter() - started, 3)
         return out
 
-    frames["incidence"] = step("incidence", _incidence, con, levels)
-    frames["risk_windows"] = step("risk_windows", _risk_windows, con)
-    daily = step("daily_counts", _daily_counts, con)
-    frames["cumulative_incidence"], frames["cumulative_incidence_curves"] = step(
-        "cumulative_incidence", _cumulative_incidence, daily, levels)
-    frames["logrank"] = step("logrank", _logrank, daily)
-    frames["cox"] = step("cox", _cox, con, daily, levels)
 
-    started = time.perf_counter()
-    rows = {}
-    for table, frame in frames.items():
-        rows[table] = results.insert_frame(con, table, frame, run_id)
-    seconds["insert"] = round(time.perf_counter() - started, 3)
-    return {"run_id": run_id, "rows": rows, "seconds": seconds}
+def _insert(con, run_id: int, variant: str, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
+    return {table: results.insert_frame(con, table, frame, run_id, variant) for table, frame in frames.items()}
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -85,13 +140,18 @@ def strata_levels(con) -> dict[str, list[str]]:
     return levels
 
 
-def _level_frame(levels: dict[str, list[str]]) -> pl.DataFrame:
+def stratifier_rank() -> dict[str, int]:
+    """overall first, then the stratum variables in SAP order: a sort key of the stratifier column."""
+    return {s: i for i, s in enumerate(("overall",) + STRATIFIERS)}
+
+
+def level_frame(levels: dict[str, list[str]]) -> pl.DataFrame:
     rows = [("overall", "all", 1)] + [(v, lv, i + 1) for v in STRATIFIERS for i, lv in enumerate(levels[v])]
     return pl.DataFrame(rows, schema={"stratifier": pl.Utf8, "stratum": pl.Utf8, "stratum_order": pl.Int32},
                         orient="row")
 
 
-def _grouping_sets(prefix: str, suffix: str = "") -> tuple[str, str, str]:
+def grouping_sets(prefix: str, suffix: str = "") -> tuple[str, str, str]:
     """SELECT items naming stratifier and stratum, and the GROUPING SETS clause, for overall + each stratifier."""
     stratifier = "CASE " + " ".join(f"WHEN GROUPING({v}) = 0 THEN '{v}'" for v in STRATIFIERS) + " ELSE 'overall' END"
     stratum = ("CASE " + " ".join(f"WHEN GROUPING({v}) = 0 THEN coalesce(CAST({v} AS VARCHAR), '{MISSING}')"
@@ -122,7 +182,7 @@ def _rates(frame: pl.DataFrame, events: str = "n_events", person_years: str = "p
 
 def _incidence(con, levels) -> pl.DataFrame:
     strata = ", ".join(STRATIFIERS)
-    stratifier, stratum, grouping = _grouping_sets("outcome")
+    stratifier, stratum, grouping = grouping_sets("outcome")
     counts = _frame(con, f"""
         WITH o AS (
             SELECT outcome, CAST(status = 1 AS BIGINT) AS events, t, {strata} FROM analysis.outcomes
@@ -133,7 +193,7 @@ def _incidence(con, levels) -> pl.DataFrame:
                count(*) AS n_patients, sum(events) AS n_events, sum(t) AS days
         FROM o
         GROUP BY {grouping}""")
-    grid = pl.DataFrame({"outcome": list(INCIDENCE_OUTCOMES)}).join(_level_frame(levels), how="cross")
+    grid = pl.DataFrame({"outcome": list(INCIDENCE_OUTCOMES)}).join(level_frame(levels), how="cross")
     frame = grid.join(counts, on=["outcome", "stratifier", "stratum"], how="full", coalesce=True)
     frame = frame.with_columns(
         pl.col("stratum_order").fill_null(99),
@@ -146,17 +206,16 @@ def _incidence(con, levels) -> pl.DataFrame:
         .when(pl.col("stratum_order") == 99).then(pl.lit("level not in analysis.strata_levels"))
         .otherwise(pl.col("note")).alias("note"))
     order = {o: i for i, o in enumerate(INCIDENCE_OUTCOMES)}
-    strat_order = {s: i for i, s in enumerate(("overall",) + STRATIFIERS)}
     return (frame.with_columns(pl.col("outcome").replace_strict(order, default=99).alias("_o"),
-                               pl.col("stratifier").replace_strict(strat_order, default=99).alias("_s"))
+                               pl.col("stratifier").replace_strict(stratifier_rank(), default=99).alias("_s"))
             .sort("_o", "_s", "stratum_order", "stratum").drop("_o", "_s", "days"))
 
 
-def _risk_windows(con) -> pl.DataFrame:
-    counts = _frame(con, """
+def _risk_windows(con, windows: str = "analysis.risk_windows") -> pl.DataFrame:
+    counts = _frame(con, f"""
         SELECT risk_window AS "window", min(window_order) AS window_order,
                count(DISTINCT patient_id) AS n_patients, sum(n_events) AS n_events, sum(days) AS days
-        FROM analysis.risk_windows
+        FROM {windows}
         GROUP BY risk_window""")
     grid = pl.DataFrame({"window": list(RISK_WINDOWS),
                          "_order": pl.Series(range(1, len(RISK_WINDOWS) + 1), dtype=pl.Int32)})
@@ -168,11 +227,20 @@ def _risk_windows(con) -> pl.DataFrame:
     return _rates(frame).drop("_order", "days").sort("window_order")
 
 
+def _overall_rate(con, outcomes: str) -> pl.DataFrame:
+    """A1's overall row of the primary outcome (a sensitivity analysis reports only that)."""
+    frame = _frame(con, f"""
+        SELECT outcome, 'overall' AS stratifier, 'all' AS stratum, CAST(1 AS INTEGER) AS stratum_order,
+               count(*) AS n_patients, count(*) FILTER (WHERE status = 1) AS n_events, sum(t) / 365.25 AS person_years
+        FROM {outcomes} WHERE outcome = $outcome GROUP BY outcome""", {"outcome": FIRST_EVENT_OUTCOMES[0]})
+    return _rates(frame)
+
+
 # ------------------------------------------------------------------------------------ A3, A4
 
 def _daily_counts(con) -> pl.DataFrame:
     """Per outcome, stratifier, stratum and distinct t: events, deaths without the event, censored."""
-    stratifier, stratum, grouping = _grouping_sets("outcome", "t")
+    stratifier, stratum, grouping = grouping_sets("outcome", "t")
     return _frame(con, f"""
         SELECT outcome, {stratifier} AS stratifier, {stratum} AS stratum, t,
                count(*) FILTER (WHERE status = 1) AS n_events,
@@ -184,12 +252,12 @@ def _daily_counts(con) -> pl.DataFrame:
 
 
 def _cumulative_incidence(daily: pl.DataFrame, levels) -> tuple[pl.DataFrame, pl.DataFrame]:
-    level_frame = _level_frame(levels)
+    all_levels = level_frame(levels)
     groups = {key: g for key, g in daily.partition_by(["outcome", "stratifier", "stratum"], as_dict=True).items()}
     day_parts, curve_parts = [], []
     days = np.asarray(DAYS)
     for outcome in FIRST_EVENT_OUTCOMES:
-        for stratifier, stratum, order in level_frame.iter_rows():
+        for stratifier, stratum, order in all_levels.iter_rows():
             g = groups.get((outcome, stratifier, stratum))
             for method in METHODS:
                 if g is None:
@@ -244,6 +312,14 @@ def _logrank(daily: pl.DataFrame) -> pl.DataFrame:
 
 # ------------------------------------------------------------------------------------ A5
 
+COX_SCHEMA = {
+    "outcome": pl.Utf8, "model": pl.Utf8, "covariates": pl.Utf8, "variable": pl.Utf8, "level": pl.Utf8,
+    "reference_level": pl.Utf8, "level_order": pl.Int32, "coef": pl.Float64, "se": pl.Float64,
+    "hr": pl.Float64, "ci_lower": pl.Float64, "ci_upper": pl.Float64, "p_value": pl.Float64,
+    "ph_chisq": pl.Float64, "ph_df": pl.Int32, "ph_p_value": pl.Float64, "n_patients": pl.Int64,
+    "n_events": pl.Int64, "note": pl.Utf8}
+
+
 def _cox(con, daily: pl.DataFrame, levels) -> pl.DataFrame:
     rows = []
     for outcome in FIRST_EVENT_OUTCOMES:
@@ -252,18 +328,16 @@ def _cox(con, daily: pl.DataFrame, levels) -> pl.DataFrame:
                       .select("t", pl.col("stratum").alias(stratifier), "n_events",
                               (pl.col("n_events") + pl.col("n_competing") + pl.col("n_censored")).alias("n_leaving")))
             rows += _cox_rows(outcome, "univariable", [stratifier], counts, levels)
-        variables = ", ".join(MULTIVARIABLE)
-        counts = _frame(con, f"""
-            SELECT t, {variables}, count(*) FILTER (WHERE status = 1) AS n_events, count(*) AS n_leaving
-            FROM analysis.outcomes WHERE outcome = $outcome
-            GROUP BY ALL""", {"outcome": outcome})
-        rows += _cox_rows(outcome, "multivariable", list(MULTIVARIABLE), counts, levels)
-    return pl.DataFrame(rows, schema={
-        "outcome": pl.Utf8, "model": pl.Utf8, "covariates": pl.Utf8, "variable": pl.Utf8, "level": pl.Utf8,
-        "reference_level": pl.Utf8, "level_order": pl.Int32, "coef": pl.Float64, "se": pl.Float64,
-        "hr": pl.Float64, "ci_lower": pl.Float64, "ci_upper": pl.Float64, "p_value": pl.Float64,
-        "ph_chisq": pl.Float64, "ph_df": pl.Int32, "ph_p_value": pl.Float64, "n_patients": pl.Int64,
-        "n_events": pl.Int64, "note": pl.Utf8})
+        rows += _cox_multivariable(con, outcome, levels)
+    return pl.DataFrame(rows, schema=COX_SCHEMA)
+
+
+def _cox_multivariable(con, outcome: str, levels, outcomes: str = "analysis.outcomes") -> list[dict]:
+    counts = _frame(con, f"""
+        SELECT t, {", ".join(MULTIVARIABLE)}, count(*) FILTER (WHERE status = 1) AS n_events, count(*) AS n_leaving
+        FROM {outcomes} WHERE outcome = $outcome
+        GROUP BY ALL""", {"outcome": outcome})
+    return list(_cox_rows(outcome, "multivariable", list(MULTIVARIABLE), counts, levels))
 
 
 def _cox_rows(outcome: str, model: str, variables: list[str], counts: pl.DataFrame, levels) -> Iterable[dict]:

@@ -8,28 +8,41 @@ The definitions themselves are in the SQL files and docs/cohort-definitions.md.
 
 from __future__ import annotations
 
-import re
-
 import duckdb
 
 from vigil.cohort.codelists import load_codelists
-from vigil.warehouse.sqlfiles import build_layer, sql_file
+from vigil.warehouse.sqlfiles import build_layer
 
-COURSES_SQL = sql_file("cohort", "infusion_courses")
-_COURSE_GAP = re.compile(r"days_since_previous_infusion\s*>\s*(\d+)")
+# The parameters of the cohort SQL ($name in sql/cohort and sql/analysis), as the SAP sets them. A
+# sensitivity analysis (vigil.analysis.variants) builds the cohort again with some of them changed.
+COHORT_PARAMETERS = {
+    "course_gap_days": 30,       # SAP 1: a new course at an infusion more than 30 days after the previous
+    "censor_at_switch": False,   # SAP A12(a): follow-up also ends at the start of another DMT after index
+}
 
 
 def course_gap_days() -> int:
-    """The gap that starts a new alemtuzumab course: an infusion more than this many days after the previous
-    one. Read from the cohort SQL that applies it (sql/cohort/infusion_courses.sql), so the number a run
-    records is the number the run used; an edit that the pattern no longer finds is an error, not a guess."""
-    text = COURSES_SQL.path.read_text(encoding="utf-8")
-    text = re.sub(r"--[^\n]*", "", text)  # the rule as executed, not as described in comments
-    found = set(_COURSE_GAP.findall(text))
-    if len(found) != 1:
-        raise RuntimeError(f"{COURSES_SQL.path.name}: cannot find the one course gap "
-                           f"('days_since_previous_infusion > N'), found {sorted(found)}")
-    return int(found.pop())
+    """The SAP's course gap: an infusion more than this many days after the previous one starts a course."""
+    return COHORT_PARAMETERS["course_gap_days"]
+
+
+def cohort_parameters(changes: dict | None = None) -> dict:
+    """The SAP's cohort parameters with `changes` applied; a name the cohort SQL does not know is refused."""
+    unknown = set(changes or {}) - set(COHORT_PARAMETERS)
+    if unknown:
+        raise ValueError(f"unknown cohort parameter(s) {sorted(unknown)}: the cohort SQL takes "
+                         f"{sorted(COHORT_PARAMETERS)}")
+    for name, value in (changes or {}).items():
+        if type(value) is not type(COHORT_PARAMETERS[name]):
+            raise TypeError(f"cohort parameter {name} must be {type(COHORT_PARAMETERS[name]).__name__}, "
+                            f"not {value!r}")
+    return {**COHORT_PARAMETERS, **(changes or {})}
+
+
+def build_layers(con: duckdb.DuckDBPyConnection, parameters: dict | None = None) -> list[str]:
+    """Build cohort.* and analysis.* (from staging and codelists) with the given cohort parameters, default the SAP's."""
+    parameters = parameters or COHORT_PARAMETERS
+    return build_layer(con, "cohort", parameters) + build_layer(con, "analysis", parameters)
 
 
 def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
@@ -42,8 +55,7 @@ def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
 
     results.check_run_id(run_id)
     codelists = load_codelists(con)
-    relations = build_layer(con, "cohort")
-    relations += build_layer(con, "analysis")
+    relations = build_layers(con)
     relations.append(results.insert_attrition(con, run_id))
 
     attrition = [

@@ -118,6 +118,11 @@ def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
                 [schema, table])[0] > 0
 
 
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return _one(con, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'results' "
+                "AND table_name = ? AND column_name = ?", [table, column])[0] > 0
+
+
 def _json(value):
     if value is None or isinstance(value, (dict, list)):
         return value
@@ -160,7 +165,10 @@ def _results(con, table: str, run_id: int, order: str = "") -> pl.DataFrame:
             raise ReportError(f"run {run_id} was made before Table 1 and data quality were kept with each run "
                               f"(no results.{table}): re-run the analyses (vigil analyse) and report the new run")
         raise ReportError(f"results.{table} is missing: the analyses have not been run into this warehouse")
-    frame = _frame(con, f'SELECT * FROM results."{table}" WHERE run_id = ? {order}', [run_id])
+    # the main analysis only (a warehouse made before variants existed has no column variant: all main)
+    variant = "AND variant = 'main'" if _has_column(con, table, "variant") else ""
+    frame = _frame(con, f'SELECT * EXCLUDE (variant) FROM results."{table}" WHERE run_id = ? {variant} {order}'
+                   if variant else f'SELECT * FROM results."{table}" WHERE run_id = ? {order}', [run_id])
     if table == "cumulative_incidence_curves" and "time" in frame.columns:
         frame = frame.rename({"time": "day"})
     if frame.is_empty() and table in NEVER_EMPTY:

@@ -12,14 +12,17 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import Contract, ddl_for_layer, load_contract
-from vigil.warehouse.sqlfiles import build_layer
+from vigil.warehouse.sqlfiles import build_layer, sql_file
 
 DEFAULT_DB = Path("warehouse") / "vigil.duckdb"
 
 # The version of the layout vigil builds (raw and staging from the contract, audit, cohort, analysis,
 # results), recorded in audit.schema_version. Raise it with a change that an older vigil must not
 # write into (or a newer one must migrate); a warehouse of another version is refused by name.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this vigil migrates (create_layout): 1 -> 2 gave every results table the column variant
+# (SAP A12 sensitivity analyses), in its primary key; a version-1 warehouse's rows are all variant main.
+MIGRATES_FROM = (1,)
 
 # A DuckDB file is its main header and two database headers, 4 KiB each, then total_blocks blocks of
 # block_size bytes (DuckDB's storage format since 0.9; pragma_database_size reports both numbers).
@@ -286,7 +289,7 @@ def _whole(con: duckdb.DuckDBPyConnection, db_path: Path) -> str | None:
         "WHERE database_name = current_database() AND NOT internal").fetchall()}
     version = con.execute("SELECT version FROM audit.schema_version ORDER BY recorded_at DESC, version DESC "
                           "LIMIT 1").fetchone() if "audit.schema_version" in relations else None
-    if version and version[0] != SCHEMA_VERSION:
+    if version and version[0] != SCHEMA_VERSION and version[0] not in MIGRATES_FROM:
         raise WarehouseVersion(
             f"the warehouse file {db_path} has vigil schema version {version[0]}, this vigil reads and writes "
             f"version {SCHEMA_VERSION}: use the vigil that made it (or a newer one that migrates it)")
@@ -415,13 +418,32 @@ def create_layout(con: duckdb.DuckDBPyConnection, contract: Contract | None = No
             for statement in ddl_for_layer(contract, layer):
                 con.execute(statement)
         build_layer(con, "audit")
-        if con.execute("SELECT count(*) FROM audit.schema_version").fetchone()[0] == 0:
+        version = con.execute("SELECT version FROM audit.schema_version ORDER BY recorded_at DESC, version DESC "
+                              "LIMIT 1").fetchall()
+        if version and version[0][0] in MIGRATES_FROM:
+            _add_variants(con)
+        if not version or version[0][0] != SCHEMA_VERSION:
             con.execute("INSERT INTO audit.schema_version (version, code_version) VALUES (?, ?)",
                         [SCHEMA_VERSION, _package_version()])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def _add_variants(con: duckdb.DuckDBPyConnection) -> None:
+    """Migration 1 -> 2: each results table without the column variant is made again from its file in
+    sql/results (variant in its primary key) and its rows copied in as variant main."""
+    tables = [name for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'results' "
+        "AND table_name NOT IN (SELECT table_name FROM duckdb_columns() WHERE schema_name = 'results' "
+        "AND column_name = 'variant') AND table_name <> 'runs'").fetchall()]
+    for table in tables:
+        con.execute(f'ALTER TABLE results."{table}" RENAME TO "{table}_v1"')
+        for statement in duckdb.extract_statements(sql_file("results", table).path.read_text(encoding="utf-8")):
+            con.execute(statement.query)
+        con.execute(f'INSERT INTO results."{table}" BY NAME SELECT * FROM results."{table}_v1"')
+        con.execute(f'DROP TABLE results."{table}_v1"')
 
 
 def _package_version() -> str | None:

@@ -16,6 +16,9 @@ import duckdb
 from vigil.resources import DATA_ROOT, SQL_DIR
 
 
+_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
+
+
 class SqlFileError(RuntimeError):
     """A statement of a SQL file failed; the message names the file."""
 
@@ -64,25 +67,27 @@ def sql_file(layer: str, relation: str) -> SqlFile:
 
 
 def execute_file(con: duckdb.DuckDBPyConnection, sql_file: SqlFile, parameters: dict | None = None) -> None:
+    """Run the file's statements; a statement's $name parameters are taken from `parameters` (every one
+    it names must be given)."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_file.layer}")
     text = sql_file.path.read_text(encoding="utf-8")
     for statement in duckdb.extract_statements(text):
+        named = set(_PARAMETER.findall(_strip_comments(statement.query)))
+        missing = named - set(parameters or {})
+        if missing:
+            raise SqlFileError(f"{sql_file.path.relative_to(DATA_ROOT)}: parameter(s) {sorted(missing)} not given")
         try:
-            if parameters and "$" in statement.query:
-                used = {k: v for k, v in parameters.items() if f"${k}" in statement.query}
-                con.execute(statement.query, used)
-            else:
-                con.execute(statement.query)
+            con.execute(statement.query, {k: parameters[k] for k in named} if named else None)
         except duckdb.Error as exc:
             # A block of the warehouse that cannot be read is the file's damage, not the SQL file's fault.
             raise _damage(con, exc) or SqlFileError(f"{sql_file.path.relative_to(DATA_ROOT)}: {exc}") from exc
 
 
-def build_layer(con: duckdb.DuckDBPyConnection, layer: str) -> list[str]:
-    """Run every file of the layer; return the relations built, in order."""
+def build_layer(con: duckdb.DuckDBPyConnection, layer: str, parameters: dict | None = None) -> list[str]:
+    """Run every file of the layer with the given $parameters; return the relations built, in order."""
     built = []
     for file in layer_files(layer):
-        execute_file(con, file)
+        execute_file(con, file, parameters)
         built.append(file.qualified_name)
     return built
 
