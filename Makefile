@@ -56,6 +56,8 @@ reference: install
 	Rscript tests/reference/finegray_reference.R tests/reference
 	$(VENV)/bin/python tests/reference/make_rates_datasets.py tests/reference/data
 	Rscript tests/reference/rates_reference.R tests/reference
+	$(VENV)/bin/python tests/reference/make_cox_extras_datasets.py tests/reference/data
+	Rscript tests/reference/cox_extras_reference.R tests/reference
 
 benchmark: install
 	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3

@@ -13,8 +13,12 @@ tests compare every quantity with committed R output at 1e-6.
   at_days               read a step curve at given days (summary.survfit(times=, extend=FALSE))
   logrank               lifelines multivariate_logrank_test on the counts = survdiff (A3)
   cox_fit               Cox PH, Efron ties, Newton-Raphson on the exact partial likelihood over covariate
-                        patterns, Wald CI and p = coxph(ties="efron") = lifelines CoxPHFitter (A5)
+                        patterns, Wald CI and p = coxph(ties="efron") = lifelines CoxPHFitter (A5);
+                        optional strata (coxph's strata()); log-likelihood at 0 and AIC as coxph
   cox_zph               score test of proportional hazards per term and global = cox.zph(transform="km") (A5)
+  cox_score_information Efron log-likelihood, score and information at a given beta (strata summed)
+  cox_concordance       Harrell's C of the linear predictor = coxph's fit$concordance
+  cox_term_tests        per term: Wald chi-square and the likelihood-ratio test of drop1(fit, test = "Chisq")
   lifelines_cox         the same model by lifelines' CoxPHFitter, for checks
 
 Study policy (SAP levels, references, what is reported when a level has no events) is in
@@ -255,9 +259,10 @@ def logrank(group, time, n_events, n_censored) -> LogRank:
 
 @dataclass
 class CoxData:
-    """Rows for a Cox model, aggregated per (time, covariate pattern): counts of events and of every
-    exit (events included). X holds one row per pattern, treatment-coded columns `names`;
-    `terms` maps each term (variable) to its column indices."""
+    """Rows for a Cox model, aggregated per (time, covariate pattern[, stratum]): counts of events and
+    of every exit (events included). X holds one row per pattern, treatment-coded columns `names`;
+    `terms` maps each term (variable) to its column indices. With `stratum` (R's strata()), risk sets
+    are formed within each stratum and the partial likelihood is the sum over strata."""
     time: np.ndarray        # per row
     pattern: np.ndarray     # per row, index into X
     n_events: np.ndarray    # per row
@@ -265,6 +270,22 @@ class CoxData:
     X: np.ndarray           # patterns x columns
     names: list[str]
     terms: dict[str, list[int]]
+    stratum: np.ndarray | None = None   # per row, stratum code (any sortable values); None: one stratum
+
+
+@dataclass
+class Concordance:
+    """Harrell's C of the linear predictor as coxph reports it (fit$concordance): pairs counted by
+    survival::concordancefit(timewt = "n", reverse = TRUE) within strata; concordance =
+    (concordant + tied_x / 2) / (concordant + discordant + tied_x); std_err its infinitesimal
+    jackknife standard error (R's "std")."""
+    concordant: float
+    discordant: float
+    tied_x: float
+    tied_y: float
+    tied_xy: float
+    concordance: float
+    std_err: float
 
 
 @dataclass
@@ -281,12 +302,17 @@ class CoxResult:
     n_events: int
     note: str | None = None
     zph: dict = field(default_factory=dict)   # term or GLOBAL -> (chisq, df, p)
+    loglik_null: float = np.nan      # at beta = 0: coxph's fit$loglik[1] (loglik is fit$loglik[2])
+    aic: float = np.nan              # -2 loglik + 2 * estimated coefficients = AIC(fit)
+    cov: np.ndarray | None = None    # inverse information (fit$var), NaN rows and columns where aliased
 
 
 def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
     """Cox PH, Efron ties: Newton-Raphson on the exact Efron partial likelihood computed from the
-    (time x pattern) counts (cox_efron), Wald CI and p from the inverse information, and the
-    proportional-hazards test of cox_zph at the estimate.
+    (time x pattern) counts (cox_efron), within strata if the data has them, Wald CI and p from the
+    inverse information, the proportional-hazards test of cox_zph at the estimate, and coxph's
+    log-likelihood at beta = 0 and AIC (its concordance is cox_concordance, not computed here: it
+    costs about as much as the fit, which cox_term_tests repeats per term).
 
     An aliased column (a linear combination of the columns before it and the intercept in the data, e.g.
     the dummy of a level that coincides with another variable's level) has no coefficient, as in R's
@@ -315,7 +341,8 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
         names=list(data.names), coef=beta, se=se, hr=np.exp(beta),
         ci_lower=np.exp(beta - Z95 * se), ci_upper=np.exp(beta + Z95 * se),
         p_value=2 * stats.norm.sf(np.abs(beta / se)), loglik=loglik,
-        n_patients=n_patients, n_events=n_events)
+        n_patients=n_patients, n_events=n_events, loglik_null=_efron(tables, np.zeros(tables.p))[0],
+        aic=-2 * loglik + 2 * len(beta), cov=cov)
     result.zph = cox_zph(data, beta, tables=tables)
     if check_with_lifelines:
         try:
@@ -334,14 +361,22 @@ ALIAS_TOLERANCE = 1e-9
 
 def _aliased_columns(data: CoxData) -> dict[int, list[int]]:
     """Columns that are, over the patients in the data, a linear combination of the columns before
-    them and a constant (as coxph's Cholesky with pivoting in column order finds them; a constant
-    column is aliased with the baseline hazard): {column: the kept columns it depends on}. Found by
-    Gram-Schmidt on the patient-weighted, centred columns, relative tolerance ALIAS_TOLERANCE."""
-    weight = np.bincount(data.pattern, weights=data.n_leaving, minlength=data.X.shape[0])
+    them and a constant per stratum (as coxph's Cholesky with pivoting in column order finds them; a
+    column constant within every stratum is aliased with the baseline hazards): {column: the kept
+    columns it depends on}. Found by Gram-Schmidt on the patient-weighted columns centred within
+    stratum, one row per (stratum, pattern), relative tolerance ALIAS_TOLERANCE."""
+    n_patterns = data.X.shape[0]
+    cells, cell = np.unique(_stratum_index(data) * n_patterns + data.pattern, return_inverse=True)
+    weight = np.bincount(cell, weights=data.n_leaving)
     if weight.sum() <= 0:
         return {}
+    cell_stratum, X = cells // n_patterns, data.X[cells % n_patterns]
+    in_stratum = np.bincount(cell_stratum, weights=weight)[:, None]
+    sums = np.zeros((len(in_stratum), X.shape[1]))
+    np.add.at(sums, cell_stratum, weight[:, None] * X)
+    means = np.divide(sums, in_stratum, out=np.zeros_like(sums), where=in_stratum > 0)
     root = np.sqrt(weight / weight.sum())
-    centred = (data.X - weight @ data.X / weight.sum()) * root[:, None]
+    centred = (X - means[cell_stratum]) * root[:, None]
     basis, kept, aliased = [], [], {}
     for j in range(centred.shape[1]):
         column = centred[:, j]
@@ -364,7 +399,7 @@ def _without_aliased(data: CoxData, aliased: dict[int, list[int]], check_with_li
     terms = {term: [new_index[c] for c in cols if c in new_index] for term, cols in data.terms.items()}
     reduced = CoxData(time=data.time, pattern=data.pattern, n_events=data.n_events, n_leaving=data.n_leaving,
                       X=data.X[:, keep], names=[data.names[j] for j in keep],
-                      terms={term: cols for term, cols in terms.items() if cols})
+                      terms={term: cols for term, cols in terms.items() if cols}, stratum=data.stratum)
     fit = cox_fit(reduced, check_with_lifelines=check_with_lifelines) if keep else None
 
     def widen(values) -> np.ndarray:
@@ -380,10 +415,13 @@ def _without_aliased(data: CoxData, aliased: dict[int, list[int]], check_with_li
         return CoxResult(names=list(data.names), coef=widen(None), se=widen(None), hr=widen(None),
                          ci_lower=widen(None), ci_upper=widen(None), p_value=widen(None), loglik=np.nan,
                          n_patients=int(data.n_leaving.sum()), n_events=int(data.n_events.sum()), note=said)
+    cov = np.full((len(data.names), len(data.names)), np.nan)
+    cov[np.ix_(keep, keep)] = fit.cov
     return CoxResult(names=list(data.names), coef=widen(fit.coef), se=widen(fit.se), hr=widen(fit.hr),
                      ci_lower=widen(fit.ci_lower), ci_upper=widen(fit.ci_upper), p_value=widen(fit.p_value),
                      loglik=fit.loglik, n_patients=fit.n_patients, n_events=fit.n_events,
-                     note="; ".join(filter(None, [said, fit.note])), zph=fit.zph)
+                     note="; ".join(filter(None, [said, fit.note])), zph=fit.zph, loglik_null=fit.loglik_null,
+                     aic=fit.aic, cov=cov)
 
 
 def lifelines_cox(data: CoxData) -> tuple[np.ndarray, np.ndarray]:
@@ -404,7 +442,9 @@ def lifelines_cox(data: CoxData) -> tuple[np.ndarray, np.ndarray]:
     frame["_t"] = data.time[rows].astype(float)
     frame["_e"] = np.concatenate([np.ones(len(ev_rows)), np.zeros(len(cens_rows))])
     frame["_w"] = np.concatenate([np.ones(len(ev_rows)), censored[cens_rows]]).astype(float)
-    fitter = CoxPHFitter(penalizer=0.0)
+    if data.stratum is not None:
+        frame["_s"] = data.stratum[rows]
+    fitter = CoxPHFitter(penalizer=0.0, strata=None if data.stratum is None else ["_s"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitter.fit(frame, duration_col="_t", event_col="_e", weights_col="_w", batch_mode=True,
@@ -413,25 +453,56 @@ def lifelines_cox(data: CoxData) -> tuple[np.ndarray, np.ndarray]:
     return summary["coef"].to_numpy(float), summary["se(coef)"].to_numpy(float)
 
 
+def _stratum_index(data: CoxData) -> np.ndarray:
+    """Per row, the stratum as 0, 1, ... (all 0 without strata)."""
+    if data.stratum is None:
+        return np.zeros(len(data.time), np.int64)
+    return np.unique(data.stratum, return_inverse=True)[1].astype(np.int64)
+
+
+class _Steps:
+    """The rows' distinct (stratum, time) pairs, sorted, and per pair its leaving and event counts
+    per group of patterns (group = pattern unless given) and the number at risk in its stratum at
+    that time (everyone of the stratum leaving then or later)."""
+
+    def __init__(self, data: CoxData, group: np.ndarray | None = None, n_groups: int | None = None):
+        times, t_index = np.unique(data.time, return_inverse=True)
+        n_times = len(times)
+        group = data.pattern if group is None else group[data.pattern]
+        n_groups = data.X.shape[0] if n_groups is None else n_groups
+        keys, row_step = np.unique(_stratum_index(data) * n_times + t_index, return_inverse=True)
+        self.stratum, self.time_index = keys // n_times, keys % n_times
+        self.times = times
+        n_steps = len(keys)
+        cell = row_step * n_groups + group
+        size = n_steps * n_groups
+        self.leaving = np.bincount(cell, weights=data.n_leaving, minlength=size).reshape(n_steps, n_groups)
+        self.events = np.bincount(cell, weights=data.n_events, minlength=size).reshape(n_steps, n_groups)
+        # within stratum: the reverse cumulative sum over all steps less that from the next stratum on
+        behind = self.leaving[::-1].cumsum(0)[::-1]
+        next_stratum = np.searchsorted(self.stratum, self.stratum, side="right")
+        self.at_risk = behind - np.vstack([behind, np.zeros((1, n_groups))])[next_stratum]
+        # all strata together (cox.zph's Kaplan-Meier)
+        self.d_all = np.bincount(t_index, weights=data.n_events, minlength=n_times)
+        self.n_all = np.bincount(t_index, weights=data.n_leaving, minlength=n_times)[::-1].cumsum()[::-1]
+
+
 class _EfronTables:
     """What the Efron partial likelihood needs from the data, independent of beta: per event time
-    the risk-set and tied-event counts of each covariate pattern, the event count m and the events'
-    covariate sum; the covariates centred (as coxph does) and their outer products per pattern."""
+    (per stratum) the risk-set and tied-event counts of each covariate pattern, the event count m and
+    the events' covariate sum; the covariates centred (as coxph does) and their outer products per
+    pattern."""
 
     def __init__(self, data: CoxData):
-        times, t_index = np.unique(data.time, return_inverse=True)
-        n_times, n_patterns = len(times), data.X.shape[0]
-        cell = t_index * n_patterns + data.pattern
-        size = n_times * n_patterns
-        leaving = np.bincount(cell, weights=data.n_leaving, minlength=size).reshape(n_times, n_patterns)
-        events = np.bincount(cell, weights=data.n_events, minlength=size).reshape(n_times, n_patterns)
-        at_risk = leaving[::-1].cumsum(0)[::-1]
-        has_event = events.sum(1) > 0
-        self.times = times
-        self.d_all = events.sum(1)                 # events per distinct time (all times)
-        self.n_all = at_risk.sum(1)                # at risk per distinct time (all times)
-        self.at_risk, self.events = at_risk[has_event], events[has_event]
-        self.event_times = times[has_event]
+        steps = _Steps(data)
+        n_patterns = data.X.shape[0]
+        has_event = steps.events.sum(1) > 0
+        self.times = steps.times
+        self.d_all = steps.d_all                   # events per distinct time (all times, all strata)
+        self.n_all = steps.n_all                   # at risk per distinct time (all times, all strata)
+        self.at_risk, self.events = steps.at_risk[has_event], steps.events[has_event]
+        self.event_time_index = steps.time_index[has_event]   # into times
+        self.event_times = self.times[self.event_time_index]
         self.m = self.events.sum(1)
         per_pattern = np.bincount(data.pattern, weights=data.n_leaving, minlength=n_patterns)
         self.center = per_pattern @ data.X / per_pattern.sum()
@@ -505,7 +576,9 @@ def cox_efron(tables: _EfronTables, max_iter: int = 50, tol: float = 1e-10):
 
 
 def cox_score_information(data: CoxData, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Efron log partial likelihood, score and information at beta."""
+    """Efron log partial likelihood, score and information at beta, each the sum over the data's
+    strata (risk sets within stratum). They do not depend on how the covariates are centred, so
+    datasets with no patient in common (e.g. sites, each its own stratum) can be summed."""
     loglik, resid, info_t = _efron(_EfronTables(data), np.asarray(beta, float))
     return loglik, resid.sum(0), info_t.sum(0)
 
@@ -515,7 +588,8 @@ def cox_zph(data: CoxData, beta: np.ndarray, transform: str = "km", tables: _Efr
     the score test, at the fitted beta, of adding x * g(t) for each term (and for all terms: GLOBAL),
     g(t) = the transformed time centred at its mean over the events. transform "km" (R's default):
     g = 1 - S(t-), S the left-continuous Kaplan-Meier of the model's data (events = the model's
-    events, everything else censored); the only transform implemented.
+    events, everything else censored; with strata, as R, one curve over all strata while the risk
+    sets stay within stratum); the only transform implemented.
     The score vector is (0, sum_t g_t r_t) with r_t the Schoenfeld residual sum at t, and the
     information [[sum I_t, sum g_t I_t], [sum g_t I_t, sum g_t^2 I_t]]; a term's statistic is
     u' I^-1 u over the model's columns plus the term's x * g columns.
@@ -527,7 +601,7 @@ def cox_zph(data: CoxData, beta: np.ndarray, transform: str = "km", tables: _Efr
         raise ValueError(f"only R's default transform 'km' is implemented, not {transform!r}")
     surv = np.cumprod(1 - tables.d_all / tables.n_all)
     surv_before = np.concatenate(([1.0], surv[:-1]))
-    g = (1 - surv_before)[tables.d_all > 0]
+    g = (1 - surv_before)[tables.event_time_index]
     g = g - (g * m).sum() / m.sum()
     p = tables.p
     u = np.concatenate([np.zeros(p), (g[:, None] * resid).sum(0)])   # the beta part is 0 at the MLE, as in R
@@ -544,4 +618,115 @@ def cox_zph(data: CoxData, beta: np.ndarray, transform: str = "km", tables: _Efr
         except np.linalg.LinAlgError:
             chisq = np.nan
         out[term] = (chisq, len(cols), float(stats.chi2.sf(chisq, len(cols))) if np.isfinite(chisq) else np.nan)
+    return out
+
+
+def cox_concordance(data: CoxData, coef: np.ndarray) -> Concordance:
+    """Harrell's C of the linear predictor x'coef as coxph's fit$concordance (concordancefit with
+    timewt "n", reverse = TRUE, within strata), from the counts: cumulative sums over (stratum, time)
+    steps and over the distinct values of the predictor, O(steps x values) as the fit's own tables.
+
+    A pair is comparable when the first to leave has the event and the other leaves later or is
+    censored at that time; it is concordant when the event has the larger predictor, tied_x when
+    they are equal (a half in C); two events at one time are tied_y (tied_xy if their predictors are
+    equal too), outside C. Patients of one (stratum, time, pattern, status) cell share one
+    influence on Somers' d, so R's jackknife variance, the sum over patients of the squared
+    influence, is a sum over cells. An aliased (NaN) coefficient counts as 0, as in coxph's linear
+    predictor; predictors are tied when exactly equal as computed here (R compares its own doubles)."""
+    lp = data.X @ np.where(np.isnan(coef), 0.0, coef)
+    values, group = np.unique(lp, return_inverse=True)
+    steps = _Steps(data, group, len(values))
+    deaths = steps.events
+    died = deaths.cumsum(0)
+    first = np.searchsorted(steps.stratum, steps.stratum, side="left")
+    died_by = died - np.vstack([np.zeros((1, len(values))), died])[first]   # in the stratum, up to the step
+    k, g = np.nonzero(steps.leaving)               # the cells with patients
+
+    def split(m):
+        """At each cell, m summed over the smaller, the equal and the larger predictors of its step."""
+        below = m.cumsum(1)
+        equal = m[k, g]
+        smaller = below[k, g] - equal
+        return smaller, equal, below[k, -1] - smaller - equal
+
+    after = split(steps.at_risk - deaths)         # leaving later, or censored at the step
+    by = split(died_by)
+    now = split(deaths)
+    before = [a - b for a, b in zip(by, now)]      # events earlier in the stratum
+    d = deaths[k, g]
+    concordant, tied_x, discordant = (float(d @ part) for part in after)
+    per_step = deaths.sum(1)
+    tied_xy = float((d * (d - 1)).sum() / 2)
+    tied_y = float((per_step * (per_step - 1)).sum() / 2) - tied_xy
+    pairs = concordant + discordant + tied_x
+    if pairs == 0:
+        return Concordance(concordant, discordant, tied_x, tied_y, tied_xy, np.nan, np.nan)
+    somers_d = (concordant - discordant) / pairs
+
+    def squared_influence(count, conc, tied, disc):
+        return count @ ((conc - disc) / pairs - somers_d / pairs * (conc + disc + tied)) ** 2
+
+    # an event's pairs: with those after it (concordant if their predictor is smaller) and with the
+    # earlier events (concordant if theirs is larger); a censored patient's: with the events up to
+    # its time (concordant if theirs is larger)
+    variance = (squared_influence(d, after[0] + before[2], after[1] + before[1], after[2] + before[0])
+                + squared_influence(steps.leaving[k, g] - d, by[2], by[1], by[0]))
+    return Concordance(concordant, discordant, tied_x, tied_y, tied_xy, (somers_d + 1) / 2,
+                       float(np.sqrt(variance) / 2))
+
+
+@dataclass
+class TermTest:
+    """Joint tests of a term's coefficients: Wald b' V^-1 b over its estimated coefficients, and the
+    likelihood-ratio test of dropping the term as drop1(fit, test = "Chisq") (df = estimated
+    coefficients of the model less those of the refit without the term; p undefined at df 0)."""
+    wald_chisq: float
+    wald_df: int
+    wald_p: float
+    lr_chisq: float
+    lr_df: int
+    lr_p: float
+    note: str | None = None
+
+
+def cox_term_tests(data: CoxData, result: CoxResult) -> dict[str, TermTest]:
+    """Per term of data.terms, the Wald and likelihood-ratio tests of the fit `result` of `data`.
+
+    The likelihood-ratio test refits the model without the term's columns on the same rows (and
+    strata); without any column left, the reduced model is the null one (its log-likelihood is at
+    beta = 0). As in R, an aliased coefficient counts in neither df: a term whose columns are all
+    aliased has no Wald test (NaN, df 0) and its drop1 test has df 0 and no p (R: Df 0, LRT 0,
+    Pr NA); dropping a term other columns are aliased with can make them estimable, which R's df
+    reflects the same way. A reduced model that cannot be estimated gives NaN with a note."""
+    estimated = ~np.isnan(result.coef)
+    out = {}
+    for term, cols in data.terms.items():
+        ok = [j for j in cols if estimated[j]]
+        notes = []
+        if ok:
+            b = result.coef[ok]
+            wald = float(b @ np.linalg.solve(result.cov[np.ix_(ok, ok)], b))
+        else:
+            wald = np.nan
+            notes.append("no estimated coefficient (aliased): no Wald test")
+        rest = [j for j in range(len(data.names)) if j not in cols]
+        if not rest:
+            lr, lr_df = 2 * (result.loglik - result.loglik_null), int(estimated.sum())
+        else:
+            index = {j: i for i, j in enumerate(rest)}
+            reduced = CoxData(time=data.time, pattern=data.pattern, n_events=data.n_events, n_leaving=data.n_leaving,
+                              X=data.X[:, rest], names=[data.names[j] for j in rest],
+                              terms={t: [index[j] for j in c] for t, c in data.terms.items() if t != term},
+                              stratum=data.stratum)
+            try:
+                fit = cox_fit(reduced)
+                lr = 2 * (result.loglik - fit.loglik)
+                lr_df = int(estimated.sum() - (~np.isnan(fit.coef)).sum())
+            except (FloatingPointError, np.linalg.LinAlgError) as exc:
+                lr, lr_df = np.nan, 0
+                notes.append(f"model without {term} not estimable: {str(exc).splitlines()[0][:200]}")
+        out[term] = TermTest(
+            wald, len(ok), float(stats.chi2.sf(wald, len(ok))) if ok else np.nan,
+            float(lr), lr_df, float(stats.chi2.sf(lr, lr_df)) if lr_df > 0 and np.isfinite(lr) else np.nan,
+            "; ".join(notes) or None)
     return out
