@@ -249,7 +249,7 @@ def test_cox_model_levels_without_patients_or_events():
             rows.append((t, ch, sex, int(rng.random() < 0.1), 3))
         rows.append((t, ">=2", "F", 0, 1))
     counts = _counts(rows, ["charlson", "sex"])
-    model = {(r.variable, r.level): r for r in cox_model(counts, ["charlson", "sex"], SAP_LEVELS)}
+    model = {(r.variable, r.level): r for r in cox_model(counts, ["charlson", "sex"], SAP_LEVELS).rows}
     assert np.isfinite(model["charlson", "1"].hr) and model["charlson", "1"].note is None
     assert np.isnan(model["charlson", ">=2"].hr) and "no events in this level" in model["charlson", ">=2"].note
     assert np.isnan(model["sex", "U"].hr) and model["sex", "U"].note == "no patients in this level"
@@ -257,7 +257,7 @@ def test_cox_model_levels_without_patients_or_events():
     # the patients of charlson >=2 are left out of the model
     assert model["charlson", "1"].n_patients == 199 * 12
     # ... which is the limit of the fit with them in: their coefficient -> -inf, the others converge
-    limit = cox_model(counts.filter(pl.col("charlson") != ">=2"), ["charlson", "sex"], SAP_LEVELS)
+    limit = cox_model(counts.filter(pl.col("charlson") != ">=2"), ["charlson", "sex"], SAP_LEVELS).rows
     assert model["charlson", "1"].coef == limit[0].coef
 
 
@@ -265,15 +265,15 @@ def test_cox_model_reference_without_events_or_one_level():
     rows = [(t, lv, int(lv == "1" and t % 7 == 0), 2) for t in range(1, 100) for lv in ("0", "1", ">=2")]
     rows = [(t, lv, e if lv != ">=2" else int(t % 5 == 0), n) for t, lv, e, n in rows]
     counts = _counts(rows, ["charlson"])
-    model = cox_model(counts, ["charlson"], SAP_LEVELS)
+    model = cox_model(counts, ["charlson"], SAP_LEVELS).rows
     assert all(np.isnan(r.hr) for r in model[:-1])
     assert model[0].note == "no events in the reference level 0: hazard ratio not estimable"
     assert np.isfinite(model[-1].ph_chisq)    # the model is fitted (1 vs >=2) for the PH test
 
-    one = cox_model(_counts([(t, "F", t % 3 == 0, 2) for t in range(1, 50)], ["sex"]), ["sex"], SAP_LEVELS)
+    one = cox_model(_counts([(t, "F", t % 3 == 0, 2) for t in range(1, 50)], ["sex"]), ["sex"], SAP_LEVELS).rows
     assert [r.note for r in one] == ["no patients in this level"] * 2 + [
         "no variable with events in two or more levels: no model"]
-    none = cox_model(_counts([(t, lv, 0, 2) for t in range(1, 50) for lv in "FM"], ["sex"]), ["sex"], SAP_LEVELS)
+    none = cox_model(_counts([(t, lv, 0, 2) for t in range(1, 50) for lv in "FM"], ["sex"]), ["sex"], SAP_LEVELS).rows
     assert {r.note for r in none} == {"no events: no model"} and all(np.isnan(r.hr) for r in none)
 
 
@@ -283,7 +283,7 @@ def test_cox_monotone_likelihood_is_reported_not_estimated():
     # events, but the partial likelihood increases for ever with the coefficient (monotone
     # likelihood): the hazard ratio is infinite, and the row says so instead of a number.
     rows = [(1, "1", 1, 1), (2, "1", 1, 1), (3, "1", 1, 1), (10, "0", 1, 3)]
-    model = cox_model(_counts(rows, ["charlson"]), ["charlson"], SAP_LEVELS)
+    model = cox_model(_counts(rows, ["charlson"]), ["charlson"], SAP_LEVELS).rows
     assert np.isnan(model[0].hr) and model[0].note.startswith("model not estimable")
     assert np.isnan(model[-1].ph_chisq)
 

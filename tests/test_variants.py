@@ -165,9 +165,10 @@ def test_a_variant_writes_only_its_analyses(runs):
     variant_incidence = runs.sql("SELECT DISTINCT outcome, stratifier FROM results.incidence "
                                  "WHERE run_id = 2 AND variant <> 'main'").fetchall()
     assert variant_incidence == [("first_serious", "overall")]
-    variant_cox = runs.sql("SELECT DISTINCT outcome, model FROM results.cox WHERE run_id = 2 AND variant <> 'main'"
-                           ).fetchall()
-    assert variant_cox == [("first_serious", "multivariable")]
+    for table in ("cox", "cox_models", "cox_tests"):
+        variant_cox = runs.sql(f"SELECT DISTINCT outcome, model FROM results.{table} WHERE run_id = 2 "
+                               "AND variant <> 'main' ORDER BY ALL").fetchall()
+        assert variant_cox == [("first_serious", "multivariable"), ("first_serious", "multivariable_site_stratified")]
 
 
 def test_leaving_a_site_out_removes_exactly_its_patients(runs):

@@ -1,7 +1,8 @@
 -- results.cox
 -- Purpose: Cox proportional hazards models of the first-event outcomes, Efron ties, death censored
 --          (SAP 4, A5): one univariable model per stratum variable and the multivariable model
---          (age_group, sex, charlson, prior_dmt, prior_high_efficacy, edss), treatment contrasts
+--          (age_group, sex, charlson, prior_dmt, prior_high_efficacy, edss), also with strata(site)
+--          (model multivariable_site_stratified, as R coxph(... + strata(site))), treatment contrasts
 --          against the SAP reference levels; hazard ratio, Wald 95% CI and Wald p; and the
 --          proportional-hazards test of R's cox.zph (transform "km") per term and for the model.
 -- Grain:   one row per run, outcome, model (its covariates) and non-reference level of each
@@ -36,7 +37,7 @@ COMMENT ON TABLE results.cox IS 'Cox models (Efron ties, death censored): hazard
 COMMENT ON COLUMN results.cox.run_id IS 'The run that made the row (results.runs).';
 COMMENT ON COLUMN results.cox.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.cox.outcome IS 'first_serious (primary) or first_opportunistic.';
-COMMENT ON COLUMN results.cox.model IS 'univariable (one model per stratum variable) or multivariable.';
+COMMENT ON COLUMN results.cox.model IS 'univariable (one model per stratum variable), multivariable, or multivariable_site_stratified (the multivariable model with a baseline hazard per site, R strata(site); SAP A5 beside the pooled model).';
 COMMENT ON COLUMN results.cox.covariates IS 'The model''s variables as specified, comma-separated: the stratum variable for a univariable model; age_group, sex, charlson, prior_dmt, prior_high_efficacy, edss for the multivariable one. With model it identifies the model.';
 COMMENT ON COLUMN results.cox.variable IS 'The variable of the coefficient, or GLOBAL for the row of the global PH test of the model.';
 COMMENT ON COLUMN results.cox.level IS 'The non-reference level (SAP label) compared with reference_level; NULL on the GLOBAL row.';

@@ -3,12 +3,12 @@ is reported where the data cannot give a finite estimate. The estimator is vigil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from vigil.stats.survival import CoxData, cox_fit
+from vigil.stats.survival import CoxData, TermTest, cox_concordance, cox_fit, cox_term_tests
 
 
 @dataclass
@@ -29,12 +29,30 @@ class CoxRow:
     note: str | None = None
 
 
-def cox_model(counts, variables: list[str], levels: dict[str, list[str]],
-              check_with_lifelines: bool = False) -> list[CoxRow]:
+@dataclass
+class CoxModel:
+    """A fitted SAP Cox model: its rows (CoxRow, SAP order, GLOBAL last), what R's coxph reports for the
+    model (partial log-likelihood at the estimate and at 0, AIC, Harrell's concordance) and the joint
+    tests per variable (Wald, and drop1's likelihood ratio); NaN where no model could be fitted."""
+    rows: list[CoxRow]
+    n_patients: int = 0
+    n_events: int = 0
+    loglik: float = np.nan
+    loglik_null: float = np.nan
+    aic: float = np.nan
+    concordance: float = np.nan
+    concordance_se: float = np.nan
+    note: str | None = None
+    tests: dict[str, TermTest] = field(default_factory=dict)
+
+
+def cox_model(counts, variables: list[str], levels: dict[str, list[str]], stratum: str | None = None,
+              check_with_lifelines: bool = False) -> CoxModel:
     """A Cox model of the SAP (treatment contrasts, reference = first level of `levels`) from counts
-    per (t, levels of `variables`): a polars DataFrame with columns t, the variables, n_events and
-    n_leaving (every exit, events included). Returns one row per non-reference SAP level of each
-    variable and a row ("GLOBAL", None) with the global PH test, in SAP order.
+    per (t, levels of `variables`[, stratum]): a polars DataFrame with columns t, the variables, n_events
+    and n_leaving (every exit, events included), and the column `stratum` names for a stratified model
+    (R's strata(site): a baseline hazard per stratum). Returns the CoxModel: one row per non-reference
+    SAP level of each variable and a row ("GLOBAL", None) with the global PH test, in SAP order.
 
     Rules where the data cannot give a finite estimate (docs/analysis-methods.md):
       - a level without patients has no coefficient;
@@ -48,9 +66,9 @@ def cox_model(counts, variables: list[str], levels: dict[str, list[str]],
     if not counts["n_events"].sum():
         n_all = int(counts["n_leaving"].sum())
         note = "no events: no model" if n_all else "no patients: no model"
-        return [CoxRow(v, lv, n_patients=n_all, n_events=0, note=note)
-                for v in variables for lv in levels[v][1:]] + [
-            CoxRow("GLOBAL", None, n_patients=n_all, n_events=0, note=note)]
+        return CoxModel([CoxRow(v, lv, n_patients=n_all, n_events=0, note=note)
+                         for v in variables for lv in levels[v][1:]] + [
+            CoxRow("GLOBAL", None, n_patients=n_all, n_events=0, note=note)], n_all, 0, note=note)
     info = {}
     keep = pl.lit(True)
     for v in variables:
@@ -82,7 +100,8 @@ def cox_model(counts, variables: list[str], levels: dict[str, list[str]],
         cox_data = CoxData(time=data["t"].to_numpy(), pattern=pattern_index.astype(np.int64),
                            n_events=data["n_events"].to_numpy().astype(float),
                            n_leaving=data["n_leaving"].to_numpy().astype(float),
-                           X=np.column_stack(columns), names=names, terms=terms)
+                           X=np.column_stack(columns), names=names, terms=terms,
+                           stratum=data[stratum].to_numpy() if stratum else None)
         try:
             result = cox_fit(cox_data, check_with_lifelines=check_with_lifelines)
         except (FloatingPointError, np.linalg.LinAlgError) as exc:
@@ -125,4 +144,10 @@ def cox_model(counts, variables: list[str], levels: dict[str, list[str]],
             f"not in the model (fewer than two levels with events): {', '.join(dropped)}" if dropped else None]))
         global_row.note = global_row.note or None
     rows.append(global_row)
-    return rows
+    model = CoxModel(rows, n_patients, n_events, note=model_note if result is None else global_row.note)
+    if result is not None:
+        concordance = cox_concordance(cox_data, result.coef)
+        model.loglik, model.loglik_null, model.aic = result.loglik, result.loglik_null, result.aic
+        model.concordance, model.concordance_se = concordance.concordance, concordance.std_err
+        model.tests = cox_term_tests(cox_data, result)
+    return model

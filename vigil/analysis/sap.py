@@ -8,7 +8,9 @@ and analysis.strata_levels (built by vigil.cohort.build_cohort) and appends run 
   results.cumulative_incidence         A3, A4  KM 1 - S and Aalen-Johansen at the SAP days
   results.cumulative_incidence_curves  A3, A4  the whole step curves, for plotting
   results.logrank                      A3  log-rank per stratum variable
-  results.cox                          A5  univariable and multivariable Cox, PH tests
+  results.cox                          A5  univariable and multivariable Cox (also with strata(site)), PH tests
+  results.cox_models, results.cox_tests A5  per model: log-likelihood, AIC, concordance; per variable of the
+                                           multivariable models: joint Wald and likelihood-ratio tests
   results.incidence_proportion         A8  (vigil.analysis.proportions)
   results.rate_ratios                  A9  (vigil.analysis.rate_ratios)
   results.fine_gray                    A10 (vigil.analysis.fine_gray)
@@ -25,7 +27,6 @@ caller's transaction: no BEGIN/COMMIT here. Methods: docs/analysis-methods.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 import duckdb
 import numpy as np
@@ -36,8 +37,9 @@ from vigil.analysis.cox import cox_model
 from vigil.cohort import strata
 from vigil.stats import survival as sv
 
+COX_TABLES = ["cox", "cox_models", "cox_tests"]
 RESULT_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves",
-                 "logrank", "cox", "incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates")
+                 "logrank", *COX_TABLES, "incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates")
 
 FIRST_EVENT_OUTCOMES = ("first_serious", "first_opportunistic")
 INCIDENCE_OUTCOMES = ("first_serious", "all_serious", "first_opportunistic")
@@ -65,7 +67,7 @@ def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
     frames["cumulative_incidence"], frames["cumulative_incidence_curves"] = steps.run(
         "cumulative_incidence", _cumulative_incidence, daily, levels)
     frames["logrank"] = steps.run("logrank", _logrank, daily)
-    frames["cox"] = steps.run("cox", _cox, con, daily, levels)
+    frames.update(steps.run("cox", _cox, con, daily, levels))
     frames["incidence_proportion"] = steps.run("incidence_proportion", proportions.incidence_proportion, con, levels)
     frames["rate_ratios"] = steps.run("rate_ratios", rate_ratios.rate_ratios, con, levels)
     frames["fine_gray"] = steps.run("fine_gray", fine_gray.fine_gray_models, con, levels)
@@ -80,13 +82,14 @@ def run_variant(con: duckdb.DuckDBPyConnection, run_id: int, variant, levels: di
     analyses to the results tables as run `run_id`, variant `variant.name`:
       A1  the overall rate of the primary outcome (results.incidence);
       A2  the risk windows (results.risk_windows);
-      A5  the multivariable Cox model of the primary outcome (results.cox);
+      A5  the multivariable Cox model of the primary outcome, also stratified by site (results.cox,
+          cox_models, cox_tests);
       A9  the rate ratios by risk window (results.rate_ratios).
     A variant that leaves a site out reads the analysis datasets without that site's patients."""
     from vigil.analysis import rate_ratios
 
-    tables = {"A1": "incidence", "A2": "risk_windows", "A5": "cox", "A9": "rate_ratios"}
-    results.prepare(con, run_id, [tables[a] for a in variant.analyses], variant.name)
+    tables = {"A1": ["incidence"], "A2": ["risk_windows"], "A5": COX_TABLES, "A9": ["rate_ratios"]}
+    results.prepare(con, run_id, [t for a in variant.analyses for t in tables[a]], variant.name)
     outcomes, windows = "analysis.outcomes", "analysis.risk_windows"
     if variant.leave_out_site is not None:
         outcomes, windows = "variant_outcomes", "variant_risk_windows"
@@ -101,8 +104,7 @@ def run_variant(con: duckdb.DuckDBPyConnection, run_id: int, variant, levels: di
         if "A2" in variant.analyses:
             frames["risk_windows"] = steps.run("risk_windows", _risk_windows, con, windows)
         if "A5" in variant.analyses:
-            frames["cox"] = steps.run("cox", lambda: pl.DataFrame(
-                _cox_multivariable(con, FIRST_EVENT_OUTCOMES[0], levels, outcomes), schema=COX_SCHEMA))
+            frames.update(steps.run("cox", _cox_multivariable, con, FIRST_EVENT_OUTCOMES[0], levels, outcomes))
         if "A9" in variant.analyses:
             frames["rate_ratios"] = steps.run("rate_ratios", rate_ratios.rate_ratios, con, levels, windows)
     finally:
@@ -312,42 +314,85 @@ def _logrank(daily: pl.DataFrame) -> pl.DataFrame:
 
 # ------------------------------------------------------------------------------------ A5
 
+SITE_STRATIFIED = "multivariable_site_stratified"  # the A5 multivariable model with strata(site)
 COX_SCHEMA = {
     "outcome": pl.Utf8, "model": pl.Utf8, "covariates": pl.Utf8, "variable": pl.Utf8, "level": pl.Utf8,
     "reference_level": pl.Utf8, "level_order": pl.Int32, "coef": pl.Float64, "se": pl.Float64,
     "hr": pl.Float64, "ci_lower": pl.Float64, "ci_upper": pl.Float64, "p_value": pl.Float64,
     "ph_chisq": pl.Float64, "ph_df": pl.Int32, "ph_p_value": pl.Float64, "n_patients": pl.Int64,
     "n_events": pl.Int64, "note": pl.Utf8}
+COX_MODELS_SCHEMA = {
+    "outcome": pl.Utf8, "model": pl.Utf8, "covariates": pl.Utf8, "loglik": pl.Float64, "loglik_null": pl.Float64,
+    "aic": pl.Float64, "concordance": pl.Float64, "concordance_se": pl.Float64, "n_patients": pl.Int64,
+    "n_events": pl.Int64, "note": pl.Utf8}
+COX_TESTS_SCHEMA = {
+    "outcome": pl.Utf8, "model": pl.Utf8, "covariates": pl.Utf8, "variable": pl.Utf8, "wald_chisq": pl.Float64,
+    "wald_df": pl.Int32, "wald_p": pl.Float64, "lr_chisq": pl.Float64, "lr_df": pl.Int32, "lr_p": pl.Float64,
+    "note": pl.Utf8}
 
 
-def _cox(con, daily: pl.DataFrame, levels) -> pl.DataFrame:
-    rows = []
+class _CoxFrames:
+    """results.cox, cox_models and cox_tests rows of the models fitted so far."""
+
+    def __init__(self) -> None:
+        self.cox: list[dict] = []
+        self.models: list[dict] = []
+        self.tests: list[dict] = []
+
+    def add(self, outcome: str, model: str, variables: list[str], counts: pl.DataFrame, levels,
+            stratum: str | None = None, joint_tests: bool = False) -> None:
+        fitted = cox_model(counts, variables, levels, stratum)
+        key = {"outcome": outcome, "model": model, "covariates": ", ".join(variables)}
+        for row in fitted.rows:
+            is_global = row.variable == "GLOBAL"
+            self.cox.append({
+                **key, "variable": row.variable,
+                "level": row.level, "reference_level": None if is_global else levels[row.variable][0],
+                "level_order": None if is_global else levels[row.variable].index(row.level) + 1,
+                "coef": row.coef, "se": row.se, "hr": row.hr, "ci_lower": row.ci_lower, "ci_upper": row.ci_upper,
+                "p_value": row.p_value, "ph_chisq": row.ph_chisq, "ph_df": row.ph_df, "ph_p_value": row.ph_p_value,
+                "n_patients": row.n_patients, "n_events": row.n_events, "note": row.note})
+        self.models.append({**key, "loglik": fitted.loglik, "loglik_null": fitted.loglik_null, "aic": fitted.aic,
+                            "concordance": fitted.concordance, "concordance_se": fitted.concordance_se,
+                            "n_patients": fitted.n_patients, "n_events": fitted.n_events, "note": fitted.note})
+        if joint_tests:
+            for variable in variables:
+                test = fitted.tests.get(variable)
+                self.tests.append({**key, "variable": variable, **({
+                    "wald_chisq": test.wald_chisq, "wald_df": test.wald_df, "wald_p": test.wald_p,
+                    "lr_chisq": test.lr_chisq, "lr_df": test.lr_df, "lr_p": test.lr_p, "note": test.note}
+                    if test else {"note": "not in the model (fewer than two levels with events)"
+                                  if fitted.tests or fitted.note is None else fitted.note})})
+
+    def multivariable(self, con, outcome: str, levels, outcomes: str = "analysis.outcomes") -> None:
+        """The A5 multivariable model and the same with a baseline hazard per site (strata(site))."""
+        for model, stratum in (("multivariable", None), (SITE_STRATIFIED, "site")):
+            counts = _frame(con, f"""
+                SELECT t, {", ".join(MULTIVARIABLE)}{", site" if stratum else ""},
+                       count(*) FILTER (WHERE status = 1) AS n_events, count(*) AS n_leaving
+                FROM {outcomes} WHERE outcome = $outcome
+                GROUP BY ALL ORDER BY ALL""", {"outcome": outcome})  # ordered: the same sums, to the last bit
+            self.add(outcome, model, list(MULTIVARIABLE), counts, levels, stratum, joint_tests=True)
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return {"cox": pl.DataFrame(self.cox, schema=COX_SCHEMA),
+                "cox_models": pl.DataFrame(self.models, schema=COX_MODELS_SCHEMA),
+                "cox_tests": pl.DataFrame(self.tests, schema=COX_TESTS_SCHEMA)}
+
+
+def _cox(con, daily: pl.DataFrame, levels) -> dict[str, pl.DataFrame]:
+    fits = _CoxFrames()
     for outcome in FIRST_EVENT_OUTCOMES:
         for stratifier in STRATIFIERS:
             counts = (daily.filter((pl.col("outcome") == outcome) & (pl.col("stratifier") == stratifier))
                       .select("t", pl.col("stratum").alias(stratifier), "n_events",
                               (pl.col("n_events") + pl.col("n_competing") + pl.col("n_censored")).alias("n_leaving")))
-            rows += _cox_rows(outcome, "univariable", [stratifier], counts, levels)
-        rows += _cox_multivariable(con, outcome, levels)
-    return pl.DataFrame(rows, schema=COX_SCHEMA)
+            fits.add(outcome, "univariable", [stratifier], counts, levels)
+        fits.multivariable(con, outcome, levels)
+    return fits.frames()
 
 
-def _cox_multivariable(con, outcome: str, levels, outcomes: str = "analysis.outcomes") -> list[dict]:
-    counts = _frame(con, f"""
-        SELECT t, {", ".join(MULTIVARIABLE)}, count(*) FILTER (WHERE status = 1) AS n_events, count(*) AS n_leaving
-        FROM {outcomes} WHERE outcome = $outcome
-        GROUP BY ALL""", {"outcome": outcome})
-    return list(_cox_rows(outcome, "multivariable", list(MULTIVARIABLE), counts, levels))
-
-
-def _cox_rows(outcome: str, model: str, variables: list[str], counts: pl.DataFrame, levels) -> Iterable[dict]:
-    for row in cox_model(counts, variables, levels):
-        is_global = row.variable == "GLOBAL"
-        yield {
-            "outcome": outcome, "model": model, "covariates": ", ".join(variables), "variable": row.variable,
-            "level": row.level, "reference_level": None if is_global else levels[row.variable][0],
-            "level_order": None if is_global else levels[row.variable].index(row.level) + 1,
-            "coef": row.coef, "se": row.se, "hr": row.hr, "ci_lower": row.ci_lower, "ci_upper": row.ci_upper,
-            "p_value": row.p_value, "ph_chisq": row.ph_chisq, "ph_df": row.ph_df, "ph_p_value": row.ph_p_value,
-            "n_patients": row.n_patients, "n_events": row.n_events, "note": row.note,
-        }
+def _cox_multivariable(con, outcome: str, levels, outcomes: str) -> dict[str, pl.DataFrame]:
+    fits = _CoxFrames()
+    fits.multivariable(con, outcome, levels, outcomes)
+    return fits.frames()
