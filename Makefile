@@ -47,9 +47,13 @@ test-fast: install
 # r-cran-cmprsk, r-cran-mass and r-cran-epitools, and for the sequential test CRAN's Sequential 4.5 (pure R):
 # install r-cran-boot, r-cran-maxlik and r-cran-fftw, then `R CMD INSTALL` the sources of pmultinom and
 # Sequential 4.5 (docs/monitoring.md).
+# The export's tidy table is read by CRAN's omopgenerics (1.3.0), which needs dplyr >= 1.1.0 (newer than
+# bookworm's r-cran-dplyr): install it and its newer dependencies into a library of their own, R_OMOP_LIB.
+R_OMOP_LIB ?= /usr/local/lib/R/vigil-omopgenerics
 reference: install
 	$(VENV)/bin/python tests/reference/make_datasets.py tests/reference/data
 	Rscript tests/reference/survival_reference.R tests/reference
+	Rscript tests/reference/analysis_v11_reference.R tests/reference
 	Rscript tests/reference/aliased_reference.R tests/reference
 	Rscript tests/reference/sequential_reference.R tests/reference
 	$(VENV)/bin/python tests/reference/make_finegray_datasets.py tests/reference/data
@@ -58,6 +62,8 @@ reference: install
 	Rscript tests/reference/rates_reference.R tests/reference
 	$(VENV)/bin/python tests/reference/make_cox_extras_datasets.py tests/reference/data
 	Rscript tests/reference/cox_extras_reference.R tests/reference
+	$(VENV)/bin/python tests/test_export.py --write-sample tests/reference/data
+	R_LIBS=$(R_OMOP_LIB) Rscript tests/reference/export_reference.R tests/reference
 
 benchmark: install
 	$(VENV)/bin/python benchmarks/benchmark.py --repeat 3

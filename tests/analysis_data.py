@@ -6,7 +6,8 @@ Each dataset is one first-event outcome (see tests/reference/make_datasets.py). 
                           outcome with no events at all);
   analysis.all_serious    t = t_followup, n_events = n_serious;
   analysis.risk_windows   one course per patient, follow-up days 1..t_followup cut at the SAP
-                          windows, the episodes put in the window of day ceil(t / 2);
+                          windows, the episodes put in the window of day ceil(t / 2), with the
+                          patient's strata (as sql/analysis/risk_windows.sql; A9's covariates);
   analysis.strata_levels  the SAP levels and the dataset's sites, as sql/analysis/strata_levels.sql.
 """
 
@@ -54,13 +55,14 @@ def load_analysis(con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
         SELECT patient_id, t_followup AS t, t_followup / 365.25 AS person_years, n_serious AS n_events,
                {', '.join(STRATA)}
         FROM _outcomes WHERE outcome = 'first_serious'""")
-    con.execute("""CREATE OR REPLACE TABLE analysis.risk_windows AS
+    con.execute(f"""CREATE OR REPLACE TABLE analysis.risk_windows AS
         WITH w(risk_window, window_order, first_day, last_day) AS (
             VALUES ('0-30', 1, 1, 31), ('31-90', 2, 32, 91), ('91-365', 3, 92, 366), ('>365', 4, 367, 1000000))
         SELECT a.patient_id, 1 AS course_number, w.risk_window, w.window_order,
                least(a.t, w.last_day) - w.first_day + 1 AS days,
                (least(a.t, w.last_day) - w.first_day + 1) / 365.25 AS person_years,
-               CASE WHEN ceil(a.t / 2) BETWEEN w.first_day AND w.last_day THEN a.n_events ELSE 0 END AS n_events
+               CASE WHEN ceil(a.t / 2) BETWEEN w.first_day AND w.last_day THEN a.n_events ELSE 0 END AS n_events,
+               {', '.join('a.' + s for s in STRATA)}
         FROM analysis.all_serious AS a CROSS JOIN w
         WHERE a.t >= w.first_day""")
     con.unregister("_outcomes")

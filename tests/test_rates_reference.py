@@ -241,7 +241,8 @@ def test_reference_level_without_events():
         # on the other rows the three window dummies sum to the intercept: drop the intercept
         sub = fit(y[rest], offset[rest], X[rest][:, 1:], names[1:])
         assert sub.aliased == [] and np.allclose(r.coef[4:], sub.coef[3:], atol=1e-9, rtol=0)
-        assert np.allclose(r.se[4:], sub.se[3:], atol=1e-9, rtol=0)
+        # SEs: ours at the final mu of the limit fit, the sub-fit's from its last IRLS weights (as R's)
+        assert np.allclose(r.se[4:], sub.se[3:], atol=1e-5, rtol=0)
 
 
 def test_no_events_at_all_and_bad_input():
