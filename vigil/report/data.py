@@ -34,7 +34,11 @@ STRATIFIERS = {"overall": "Overall", **strata.labels()}  # labels in table order
 METHODS = {"kaplan_meier": "Kaplan–Meier (1 − S), death censored",
            "aalen_johansen": "Aalen–Johansen, death as competing event"}
 WINDOW_ORDER = list(analysis.RISK_WINDOWS)
-RESULT_TABLES = ("attrition", *analysis.RESULT_TABLES)
+# SAP v1.1 (A5's model summaries and joint tests, A8-A11): absent from runs made before them
+V11_TABLES = ("cox_models", "cox_tests", "incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates")
+RESULT_TABLES = ("attrition", *(t for t in analysis.RESULT_TABLES if t not in V11_TABLES))
+# the tables a sensitivity analysis (SAP A12) writes its rows to
+VARIANT_TABLES = ("incidence", "risk_windows", "cox", "rate_ratios")
 # A6 and A7 (vigil.analysis.describe.TABLES); those that a run always fills, and so tell a run made
 # before they were kept per run
 DESCRIPTIVE_TABLES = ("table1_counts", "table1_summary", "table1_smd", "dq_deliveries", "dq_rows", "dq_quarantine",
@@ -64,6 +68,13 @@ class RunData:
     comments: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> COMMENT of results.*
     table1_smd: pl.DataFrame = field(default_factory=pl.DataFrame)  # results.table1_smd: variable, edss, smd
     monitoring: Monitoring | None = None  # SAP 7; None for a run made before monitoring across data cuts
+    v11: dict[str, pl.DataFrame] = field(default_factory=dict)  # V11_TABLES (main): empty for an older run
+    variants: pl.DataFrame = field(default_factory=pl.DataFrame)  # results.variants of the run (sensitivity)
+    sensitivity: dict[str, pl.DataFrame] = field(default_factory=dict)  # VARIANT_TABLES: the variants' rows
+
+    def table(self, name: str) -> pl.DataFrame:
+        """A SAP v1.1 table of the run (main analysis); empty when the run did not compute it."""
+        return self.v11.get(name, pl.DataFrame())
 
     def smd(self, variable: str, edss: str) -> float | None:
         """The run's Table 1 SMD of a characteristic for an EDSS category (None: not computable, or none)."""
@@ -179,6 +190,15 @@ def _results(con, table: str, run_id: int, order: str = "") -> pl.DataFrame:
     return frame
 
 
+def _variant_rows(con, table: str, run_id: int) -> pl.DataFrame:
+    """The sensitivity analyses' rows of a results table (variant other than main), with their variant."""
+    if not (_exists(con, "results", table) and _has_column(con, table, "variant")):
+        return pl.DataFrame()
+    frame = _frame(con, f"SELECT * EXCLUDE (run_id) FROM results.\"{table}\" WHERE run_id = ? AND variant <> 'main' "
+                        "ORDER BY variant", [run_id])
+    return frame.rename({"time": "day"}) if "time" in frame.columns else frame
+
+
 def load_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> RunData:
     """Run `run_id` (default: the latest completed) as the report shows it, from results.* only."""
     run = select_run(con, run_id)
@@ -202,7 +222,16 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> RunData:
     comments = {(t, c): text for t, c, text in con.execute(
         "SELECT table_name, column_name, comment FROM duckdb_columns() "
         "WHERE schema_name = 'results' AND comment IS NOT NULL").fetchall()}
+    v11 = {t: _results(con, t, rid).drop("run_id") for t in V11_TABLES if _exists(con, "results", t)}
+    # the multivariable model with strata(site) has its own table beside the univariable/multivariable one
+    stratified = pl.col("model") == analysis.SITE_STRATIFIED
+    v11["cox_site_stratified"] = frames["cox"].filter(stratified)
+    frames["cox"] = frames["cox"].filter(~stratified)
+    variants = (_frame(con, "SELECT * EXCLUDE (run_id) FROM results.variants WHERE run_id = ? AND variant <> 'main' "
+                            "ORDER BY variant", [rid]) if _exists(con, "results", "variants") else pl.DataFrame())
+    sensitivity = {t: _variant_rows(con, t, rid) for t in VARIANT_TABLES} if variants.height else {}
     return RunData(run, database_path(con), frames["attrition"].sort("step"), incidence, frames["risk_windows"],
                    frames["cumulative_incidence"], frames["cumulative_incidence_curves"], frames["logrank"],
                    frames["cox"], levels, deliveries, delivery_tables, quarantine, counts, stats, terms,
-                   comments=comments, table1_smd=smd, monitoring=load_monitoring(con, rid))
+                   comments=comments, table1_smd=smd, monitoring=load_monitoring(con, rid), v11=v11,
+                   variants=variants, sensitivity=sensitivity)

@@ -431,3 +431,45 @@ def sir_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | No
     return _figure(fig_id, f"Observed against expected by stratum: {outcome_label.lower()}", fig, len(drawable),
                    "SIR = observed / expected events (reference rates, indirect standardisation) with the exact "
                    "Poisson 95% CI of O divided by E; dashed line: SIR = 1. Strata with 1–4 events are not drawn.")
+
+
+@_cached
+def variant_forest(outcome_label: str, variants: list[str], rows: list[dict], fig_id: str) -> Figure | None:
+    """rows: group, label, estimates (variant -> (hr, lo, hi), or absent when not drawn). One line per level,
+    the variants' estimates side by side (main first, in black), log scale, line at HR = 1."""
+    drawn = [(v, e) for r in rows for v, e in r["estimates"].items()]
+    if not drawn:
+        return None
+    n, k = len(rows), len(variants)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.32 * n + 1.2))
+    ys = list(range(n, 0, -1))
+    step = 0.7 / max(k, 1)
+    colours = {v: ("#000000" if i == 0 else COLOURS[(i - 1) % len(COLOURS)]) for i, v in enumerate(variants)}
+    for y, r in zip(ys, rows):
+        for i, v in enumerate(variants):
+            if v in r["estimates"]:
+                hr, lo, hi = r["estimates"][v]
+                _forest_axis(ax, y + 0.35 - step * (i + 0.5), hr, lo, hi, colours[v], "D" if i == 0 else "s", size=3.5)
+    labels, previous = [], None
+    for r in rows:
+        labels.append(f"{r['group']}: {r['label']}" if r["group"] != previous else r["label"])
+        previous = r["group"]
+    ax.axvline(1.0, color="#7f7f7f", lw=0.7)
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.set_xticks([t for t in (0.1, 0.25, 0.5, 1, 2, 4, 8, 16) if low <= t <= high])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels)
+    ax.set_ylim(0.3, n + 0.7)
+    ax.set_xlabel("Hazard ratio (95% CI, log scale)")
+    ax.grid(axis="x", color="#dddddd", lw=0.5)
+    handles = [plt.Line2D([], [], marker="D" if i == 0 else "s", color=colours[v], ls="none", label=v)
+               for i, v in enumerate(variants)]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(outcome_label, loc="left")
+    return _figure(fig_id, f"Multivariable hazard ratios across the sensitivity analyses: {outcome_label.lower()}",
+                   fig, len(drawn), "Hazard ratios of the multivariable Cox model (95% CI) in the main analysis "
+                   "(black diamonds) and in each sensitivity analysis; suppressed or not estimable estimates are "
+                   "not drawn.")

@@ -7,6 +7,7 @@ person-years are the total of the risk windows."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -123,6 +124,53 @@ def build_protection(data: RunData, at_risk: pl.DataFrame) -> Protection:
         else:  # the windows do not add up to the incidence total: the table shows its own total
             own = reg.add(cell_key(what, "total"), total, kind="count" if what == "rw_events" else "amount")
             reg.relate(cell_key(what), own, [cell_key(what, w) for w in windows])
+
+    # A8 incidence proportion: cases and denominators of the strata add up to the overall ones, per day
+    ip = data.table("incidence_proportion")
+    for row in ip.iter_rows(named=True):
+        for what, column in (("ip_cases", "n_cases"), ("ip_denominator", "n_denominator")):
+            reg.add(cell_key(what, row["stratifier"], row["stratum"], row["day"]), row[column])
+    if ip.height:
+        for (stratifier, day), part in ip.group_by("stratifier", "day"):
+            if stratifier == "overall":
+                continue
+            for what in ("ip_cases", "ip_denominator"):
+                reg.relate(cell_key(what, stratifier, day), cell_key(what, *OVERALL, day),
+                           [cell_key(what, stratifier, s, day) for s in part["stratum"].to_list()])
+
+    # A12: each variant's overall patients, events and person-years of the primary outcome; leaving a site
+    # out, the main total = the variant's + the site's (so a site's suppressed count stays hidden)
+    sens = data.sensitivity.get("incidence", pl.DataFrame())
+    left_out = {r["variant"]: json.loads(r["parameters"]).get("leave_out_site")
+                for r in data.variants.iter_rows(named=True)} if data.variants.height else {}
+    for row in sens.iter_rows(named=True):
+        v, outcome = row["variant"], row["outcome"]
+        keys = {"patients": reg.add(cell_key("v_patients", v), row["n_patients"]),
+                "events": reg.add(cell_key("v_events", v), row["n_events"]),
+                "py": reg.add(cell_key("v_py", v), row["person_years"], kind="amount",
+                              suppressed=is_small(row["n_patients"]))}
+        site = left_out.get(v)
+        if site is not None:
+            site_keys = {"patients": patients_key("site", site), "events": cell_key("events", outcome, "site", site),
+                         "py": cell_key("py", outcome, "site", site)}
+            totals = {"patients": total_p, "events": cell_key("events", outcome, *OVERALL),
+                      "py": cell_key("py", outcome, *OVERALL)}
+            for what, key in keys.items():
+                if site_keys[what] in reg.cells and totals[what] in reg.cells:
+                    reg.relate(cell_key("v_site", v, what), totals[what], [key, site_keys[what]])
+    # the risk windows of a variant add up to the all-serious total as the main windows do
+    sens_rw = data.sensitivity.get("risk_windows", pl.DataFrame())
+    for (v,), part in (sens_rw.group_by("variant") if sens_rw.height else []):
+        for what, column, total_key in (("v_rw_events", "n_events", cell_key("events", "all_serious", *OVERALL)),
+                                        ("v_rw_py", "person_years", cell_key("py", "all_serious", *OVERALL))):
+            keys = [reg.add(cell_key(what, v, w), value, kind="count" if column == "n_events" else "amount")
+                    for w, value in zip(part["window"], part[column])]
+            total = float(part[column].sum() or 0)
+            if total_key in reg.cells and abs(reg.value(total_key) - total) <= 1e-6 * max(1.0, total):
+                reg.relate(cell_key(what, v), total_key, keys)
+            else:
+                reg.relate(cell_key(what, v), reg.add(cell_key(what, v, "total"), total,
+                                                      kind="count" if column == "n_events" else "amount"), keys)
 
     # numbers at risk: the strata add up to the overall curve on each day
     for row in at_risk.iter_rows(named=True):

@@ -27,6 +27,7 @@ from vigil.report.disclosure import (
 )
 from vigil.report import figures as F
 from vigil.report import monitoring as M
+from vigil.report import sensitivity as S
 from vigil.report import tables as T
 from vigil.report.data import (
     METHODS, OUTCOMES, STRATIFIERS, WINDOW_ORDER, ReportError, RunData, load_run,
@@ -240,6 +241,8 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
         inc.blocks.append(Block("table", table=table))
         inc.blocks.append(Block("figure", figure=figure) if figure else
                           Block("note", text=f"No rate of {OUTCOMES[outcome].lower()} can be shown (all suppressed)."))
+        if outcome == "first_serious" and (standardised := T.standardised_rate_table(data, prot)) is not None:
+            inc.blocks.append(Block("table", table=standardised))  # A11 beside A1
     sections.append(inc)
 
     rw = Section("risk-windows", "6", "Risk windows: time since course start")
@@ -248,6 +251,8 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
     rw_fig = F.risk_window_figure(_window_rows(data, rw_table))
     rw.blocks.append(Block("figure", figure=rw_fig) if rw_fig else
                      Block("note", text="No risk-window rate can be shown (all suppressed)."))
+    if (rate_ratios := T.rate_ratio_table(data, prot)) is not None:
+        rw.blocks.append(Block("table", table=rate_ratios))  # A9 beside A2
     sections.append(rw)
 
     # cumulative incidence
@@ -275,6 +280,8 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
                                                                                     cum_events)))
     if not data.logrank.is_empty():
         cum.blocks.append(Block("table", table=T.logrank_table(data)))
+    if (proportion := T.incidence_proportion_table(data, prot)) is not None:
+        cum.blocks.append(Block("table", table=proportion))  # A8 beside A3
     sections.append(cum)
 
     # Cox
@@ -285,9 +292,18 @@ def build_sections(data: RunData, prot: Protection, db_path: Path | None) -> tup
         cox.blocks.append(Block("figure", figure=fig) if fig else
                           Block("note", text="No hazard ratio can be shown (all suppressed)."))
         cox.blocks.append(Block("table", table=T.cox_table(data, prot, outcome)))
+        for extra in (T.cox_site_stratified_table(data, prot, outcome), T.cox_fit_table(data, outcome)):
+            if extra is not None:
+                cox.blocks.append(Block("table", table=extra))
+    if (fine_gray := T.fine_gray_table(data, prot)) is not None:
+        cox.blocks.append(Block("table", table=fine_gray))  # A10 beside A5
     if not cox.blocks:
         cox.blocks.append(Block("note", text="The run has no Cox model results."))
     sections.append(cox)
+
+    sensitivity = Section("sensitivity", "9", "Sensitivity analyses")
+    sensitivity.blocks += S.sensitivity_blocks(data, prot, Block)
+    sections.append(sensitivity)
 
     # data quality annex
     dq = Section("data-quality", "A", "Annex A. Data quality")

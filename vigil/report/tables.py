@@ -591,3 +591,214 @@ def reasons_table(data: RunData, contract_reasons: dict[str, str]) -> Table:
     rows += [{"Reason": code, "Meaning": ""} for code in sorted(used - set(contract_reasons))]
     return Table("dq_reasons", "Quarantine reason codes of the extract contract", _text_frame(rows, ["Reason", "Meaning"]),
                  ["Reason", "Meaning"], [])
+
+
+# ---------------------------------------------------------------------------------------------
+# SAP v1.1: A5's model summaries, joint tests and site-stratified model; A8-A11
+
+
+def _level_hidden(data: RunData, prot: Protection, outcome: str):
+    """An estimate of a level against its reference is hidden when either has 1-4 patients or events
+    (or its count is suppressed)."""
+    def small(variable: str, level: str | None) -> bool:
+        if level is None:
+            return False
+        p, e = patients_key(variable, level), cell_key("events", outcome, variable, level)
+        return ((p in prot.values and prot.is_suppressed(p)) or (e in prot.values and prot.is_suppressed(e))
+                or is_small(prot.values.get(e)))
+
+    def hidden(variable: str, level: str, reference: str | None) -> bool:
+        return small(variable, level) or small(variable, reference)
+    return hidden
+
+
+def _ratio_cells(estimate, lower, upper, p, hidden: bool) -> list[str]:
+    if hidden:
+        return [SUPPRESSED, SUPPRESSED, SUPPRESSED]
+    if estimate is None or not math.isfinite(estimate):
+        return [NOT_APPLICABLE] * 3
+    return [format_estimate(estimate), format_interval(lower, upper), format_p(p)]
+
+
+def incidence_proportion_table(data: RunData, prot: Protection) -> Table | None:
+    ip = data.table("incidence_proportion")
+    if ip.is_empty():
+        return None
+    days = sorted(ip["day"].unique().to_list())
+    by = {(r["stratifier"], r["stratum"], r["day"]): r for r in ip.iter_rows(named=True)}
+    rows = []
+    for s, st in [k for k in stratum_order(data) if any((k[0], k[1], d) in by for d in days)]:
+        row = {"Stratifier": STRATIFIERS.get(s, s), "Stratum": "All patients" if s == "overall" else st}
+        for d in days:
+            r = by[(s, st, d)]
+            cases, denominator = cell_key("ip_cases", s, st, d), cell_key("ip_denominator", s, st, d)
+            hidden = (prot.is_suppressed(cases) or prot.is_suppressed(denominator) or is_small(r["n_cases"])
+                      or is_small(r["n_denominator"]))
+            row[f"Day {d} cases"], row[f"Day {d} n"] = prot.count(cases), prot.count(denominator)
+            estimate = format_estimate(r["proportion"], hidden, digits=1, percent=True)
+            interval = format_interval(r["ci_lower"], r["ci_upper"], hidden, digits=1, percent=True)
+            row[f"Day {d} %"] = estimate if interval in (SUPPRESSED, NOT_APPLICABLE) else f"{estimate} ({interval})"
+        rows.append(row)
+    cols = ["Stratifier", "Stratum"] + [f"Day {d} {c}" for d in days for c in ("cases", "n", "%")]
+    return Table("incidence_proportion", "Incidence proportion of the first serious infection (A8)",
+                 _text_frame(rows, cols), ["Stratifier", "Stratum"], [c for c in cols if c.endswith(("cases", " n"))],
+                 group_column="Stratifier", wide=True,
+                 header_groups=[("", 2)] + [(f"Day {d}", 3) for d in days],
+                 short_names={c: c.rsplit(" ", 1)[1] for c in cols[2:]},
+                 notes=["Cases: patients whose first serious infection falls on or before the day. n: the cases plus "
+                        "the patients followed to the day without it, or who died before it without it; patients "
+                        "censored alive before the day are left out. % with the exact Clopper–Pearson 95% CI.",
+                        LEGEND])
+
+
+def standardised_rate_table(data: RunData, prot: Protection) -> Table | None:
+    sr = data.table("standardised_rates")
+    if sr.is_empty():
+        return None
+    rows = []
+    for r in _ordered(sr, data).iter_rows(named=True):
+        s, st, outcome = r["stratifier"], r["stratum"], r["outcome"]
+        e, py, p = cell_key("events", outcome, s, st), cell_key("py", outcome, s, st), patients_key(s, st)
+        hidden = (is_small(r["n_events"]) or (e in prot.values and prot.is_suppressed(e))
+                  or (py in prot.values and prot.is_suppressed(py)) or (p in prot.values and prot.is_suppressed(p)))
+        rows.append({"Stratifier": STRATIFIERS.get(s, s), "Stratum": "All patients" if s == "overall" else st,
+                     "Crude rate": format_estimate(r["crude_rate"], hidden),
+                     "Standardised rate": format_estimate(r["standardised_rate"], hidden),
+                     "95% CI": format_interval(r["ci_lower"], r["ci_upper"], hidden)})
+    cols = ["Stratifier", "Stratum", "Crude rate", "Standardised rate", "95% CI"]
+    return Table("standardised_rates", "First serious infection: rates directly standardised to the cohort's "
+                 "age and sex (A11)", _text_frame(rows, cols), ["Stratifier", "Stratum"], [],
+                 group_column="Stratifier",
+                 notes=["Per 1,000 person-years. Each stratum's rate standardised to the whole cohort's person-years "
+                        "by age group × sex (cells where the stratum has no person-time left out of its standard), "
+                        "gamma 95% CI of Fay & Feuer. Strata by age group or sex are not standardised. Events and "
+                        "person-years: the incidence table.", LEGEND])
+
+
+def rate_ratio_table(data: RunData, prot: Protection) -> Table | None:
+    rr = data.table("rate_ratios").filter(pl.col("variable") != "(Intercept)") if data.table("rate_ratios").height \
+        else pl.DataFrame()
+    if rr.is_empty():
+        return None
+    by = {(r["model"], r["variance"], r["variable"], r["level"]): r for r in rr.iter_rows(named=True)}
+    hidden_level = _level_hidden(data, prot, "all_serious")
+
+    def window_hidden(window: str) -> bool:
+        e = cell_key("rw_events", window)
+        return prot.is_suppressed(e) or is_small(prot.values.get(e))
+
+    fits = [(m, v) for m in ("univariable", "multivariable") for v in ("poisson", "negative_binomial")]
+    rows = []
+    seen = []
+    for r in rr.filter(pl.col("model") == "multivariable").iter_rows(named=True):
+        if (r["variable"], r["level"]) not in seen:
+            seen.append((r["variable"], r["level"]))
+    for variable, level in seen:
+        reference = by[("multivariable", "poisson", variable, level)]["reference_level"]
+        hidden = (window_hidden(level) or window_hidden(reference) if variable == "window"
+                  else hidden_level(variable, level, reference))
+        row = {"Variable": "Risk window (days)" if variable == "window" else STRATIFIERS.get(variable, variable),
+               "Level": f"{level} vs {reference}"}
+        for model, variance in fits:
+            r = by.get((model, variance, variable, level))
+            cells = _ratio_cells(*(r[c] for c in ("rate_ratio", "ci_lower", "ci_upper", "p_value")), hidden) \
+                if r else [NOT_APPLICABLE, "", ""]
+            row[f"{model} {variance} RR"], row[f"{model} {variance} CI"] = cells[0], cells[1]
+        rows.append(row)
+    cols = ["Variable", "Level"] + [f"{m} {v} {c}" for m, v in fits for c in ("RR", "CI")]
+    dispersion = {(r["model"], r["variance"]): (r["dispersion"], r["theta"]) for r in rr.iter_rows(named=True)}
+    fit_note = "; ".join(
+        f"{m} {'Poisson' if v == 'poisson' else 'negative binomial'}: dispersion "
+        f"{format_estimate(dispersion[(m, v)][0])}" + (f", theta {format_estimate(dispersion[(m, v)][1])}"
+                                                     if v != "poisson" else "")
+        for m, v in fits if (m, v) in dispersion)
+    return Table("rate_ratios", "Serious infection episodes: rate ratios by time since course start (A9)",
+                 _text_frame(rows, cols), ["Variable", "Level"], [], group_column="Variable", wide=True,
+                 header_groups=[("", 2), ("Unadjusted, Poisson", 2), ("Unadjusted, neg. binomial", 2),
+                                ("Adjusted, Poisson", 2), ("Adjusted, neg. binomial", 2)],
+                 short_names={c: ("95% CI" if c.endswith("CI") else "RR") for c in cols[2:]},
+                 notes=["Rate ratios (RR) with Wald 95% CI from regression of the episodes on the risk window "
+                        "(reference >365 days), unadjusted and adjusted for the multivariable Cox covariates, on "
+                        "person-time aggregated by window × covariate pattern; negative binomial: the same model "
+                        f"with extra-Poisson variance between those rows. Pearson dispersion (χ²/df): {fit_note}.",
+                        "An RR is suppressed when its level or the reference has 1–4 events or patients.", LEGEND])
+
+
+def fine_gray_table(data: RunData, prot: Protection) -> Table | None:
+    fg = data.table("fine_gray")
+    if fg.is_empty():
+        return None
+    hidden = _level_hidden(data, prot, "first_serious")
+    by = {(r["model"], r["variable"], r["level"]): r for r in fg.iter_rows(named=True)}
+    rows = []
+    for r in fg.filter(pl.col("model") == "univariable").iter_rows(named=True):
+        row = {"Variable": STRATIFIERS.get(r["variable"], r["variable"]),
+               "Level": f"{r['level']} vs {r['reference_level']}"}
+        for model in ("univariable", "multivariable"):
+            m = by.get((model, r["variable"], r["level"]))
+            cells = _ratio_cells(m["shr"], m["ci_lower"], m["ci_upper"], m["p_value"],
+                                 hidden(r["variable"], r["level"], r["reference_level"])) \
+                if m else [NOT_APPLICABLE, "", ""]
+            for name, value in zip(("SHR", "95% CI", "p"), cells):
+                row[f"{model} {name}"] = value
+        rows.append(row)
+    cols = ["Variable", "Level"] + [f"{m} {c}" for m in ("univariable", "multivariable") for c in ("SHR", "95% CI", "p")]
+    return Table("fine_gray", "First serious infection with death as a competing event: Fine–Gray "
+                 "subdistribution hazard ratios (A10)", _text_frame(rows, cols), ["Variable", "Level"], [],
+                 group_column="Variable", wide=True,
+                 header_groups=[("", 2), ("Univariable", 3), ("Multivariable", 3)],
+                 short_names={c: c.split(" ", 1)[1] for c in cols[2:]},
+                 notes=["Subdistribution hazard ratios (SHR) with robust 95% CI and p (as R cmprsk::crr). The "
+                        "multivariable model has the covariates of the Cox model. An SHR is suppressed when its level "
+                        "or the reference has 1–4 patients or events; — : not estimable.", LEGEND])
+
+
+def cox_site_stratified_table(data: RunData, prot: Protection, outcome: str) -> Table | None:
+    cox = data.table("cox_site_stratified")
+    cox = cox.filter((pl.col("outcome") == outcome) & (pl.col("variable") != "GLOBAL")) if cox.height else cox
+    if cox.is_empty():
+        return None
+    hidden = _level_hidden(data, prot, outcome)
+    rows = []
+    for r in cox.iter_rows(named=True):
+        cells = _ratio_cells(r["hr"], r["ci_lower"], r["ci_upper"], r["p_value"],
+                             hidden(r["variable"], r["level"], r["reference_level"]))
+        rows.append({"Variable": STRATIFIERS.get(r["variable"], r["variable"]),
+                     "Level": f"{r['level']} vs {r['reference_level']}", "HR": cells[0], "95% CI": cells[1],
+                     "p": cells[2]})
+    cols = ["Variable", "Level", "HR", "95% CI", "p"]
+    return Table(f"cox_site_stratified_{outcome}", f"Multivariable Cox model stratified by site: "
+                 f"{OUTCOMES.get(outcome, outcome).lower()}", _text_frame(rows, cols), ["Variable", "Level"], [],
+                 group_column="Variable",
+                 notes=["The multivariable model with a baseline hazard of its own for each site (R "
+                        "coxph(… + strata(site))): the hazard ratios compare patients within sites.", LEGEND])
+
+
+def cox_fit_table(data: RunData, outcome: str) -> Table | None:
+    models = data.table("cox_models")
+    models = models.filter(pl.col("outcome") == outcome) if models.height else models
+    if models.is_empty():
+        return None
+    tests = data.table("cox_tests")
+    rows = []
+    for r in models.iter_rows(named=True):
+        few = is_small(r["n_events"]) or not r["n_events"]
+        label = {"univariable": STRATIFIERS.get(r["covariates"], r["covariates"]),
+                 "multivariable": "Multivariable", "multivariable_site_stratified": "Multivariable, strata(site)"}
+        rows.append({"Model": label.get(r["model"], r["model"]),
+                     "Log-likelihood": format_estimate(r["loglik"], few, digits=1),
+                     "AIC": format_estimate(r["aic"], few, digits=1),
+                     "Concordance": format_estimate(r["concordance"], few, digits=3)
+                     + ("" if few or r["concordance_se"] is None else f" ({format_estimate(r['concordance_se'], digits=3)})"),
+                     "Wald p / LR p": ""})
+        if tests.height and r["model"] != "univariable":
+            for t in tests.filter((pl.col("outcome") == outcome) & (pl.col("model") == r["model"])).iter_rows(named=True):
+                rows.append({"Model": f"  {STRATIFIERS.get(t['variable'], t['variable'])} (joint)",
+                             "Log-likelihood": "", "AIC": "", "Concordance": "",
+                             "Wald p / LR p": f"{format_p(t['wald_p'], few)} / {format_p(t['lr_p'], few)}"})
+    cols = ["Model", "Log-likelihood", "AIC", "Concordance", "Wald p / LR p"]
+    return Table(f"cox_models_{outcome}", f"Cox models: fit and joint tests, {OUTCOMES.get(outcome, outcome).lower()}",
+                 _text_frame(rows, cols), ["Model"], [],
+                 notes=["Partial log-likelihood (Efron) at the estimate, AIC, and Harrell's concordance (standard "
+                        "error) of each model, as R's coxph reports them. Joint tests of each variable of the "
+                        "multivariable models: Wald, and likelihood ratio of dropping it (R drop1).", LEGEND])
