@@ -1,18 +1,26 @@
-"""run_analyses' SAP v1.1 tables (A8-A11) against R on the two reference datasets.
+"""run_analyses' SAP v1.1 tables (A8-A11) and the A5 extras against R on the two reference datasets.
 
 The datasets (tests/reference/data/{ordinary,few_events}.csv, written by make_datasets.py) are loaded
 as analysis tables (tests/analysis_data.py), run_analyses fills the results tables, and every number of
-results.incidence_proportion, results.rate_ratios, results.fine_gray and results.standardised_rates is
-compared with the committed output of tests/reference/analysis_v11_reference.R (`make reference`),
-which rebuilds the same inputs from the CSV in R: binom.test (A8), glm(family = poisson) and
-MASS::glm.nb on the risk windows aggregated by window x the A5 covariates (A9), cmprsk::crr (A10) and
-epitools::ageadjust.direct (A11).
+results.incidence_proportion, results.rate_ratios, results.fine_gray, results.standardised_rates,
+results.cox (model multivariable_site_stratified; the other models: test_analysis_reference.py),
+results.cox_models and results.cox_tests is compared with the committed output of
+tests/reference/analysis_v11_reference.R (`make reference`), which rebuilds the same inputs from the CSV
+in R: binom.test (A8), glm(family = poisson) and MASS::glm.nb on the risk windows aggregated by window x
+the A5 covariates (A9), cmprsk::crr (A10), epitools::ageadjust.direct (A11), and for A5
+coxph(ties = "efron") (+ strata(site)) with cox.zph, AIC, fit$concordance, survival:::coxph.wtest and
+drop1(test = "Chisq"), both first-event outcomes (first_opportunistic: a copy of the data in ordinary,
+without events in few_events).
 
 Tolerances: 1e-6 absolute on proportions, coefficients, SEs, CI limits of proportions, p-values,
 person-years, the Pearson dispersion and the standardised rates and their CIs (per 1,000
-person-years); 1e-6 relative on rate ratios, subdistribution hazard ratios, their CIs and glm.nb's
-theta. Counts are exact. The row sets must be the same, and a value is NULL here exactly where R's is
-NA (R says why in `reason`; the row here then has a note). One documented convention differs: with no
+person-years), and on the A5 log hazard ratios, SEs, p-values, PH-test, Wald and likelihood-ratio
+chi-squares, log-likelihoods, AIC and concordance (with its SE); 1e-6 relative on rate ratios,
+(subdistribution) hazard ratios, their CIs and glm.nb's theta. Counts and degrees of freedom are exact
+(NULL exactly where R's are NA). R fits the Cox models with coxph's default control (its iteration
+stop leaves ~1e-9 here: with coxph.control(eps = 1e-12) no value moves by more than 3e-9). The row sets
+must be the same, and a value is NULL here exactly where R's is NA (R says why in `reason`; the row here
+then has a note). One documented convention differs: with no
 event in a stratum, ageadjust.direct's lower limit is NaN (gamma shape 0/0) and ours is 0
 (vigil.stats.rates, the note says so). The Poisson SEs of A9 where a window has no episode are R's
 limit (vigil.stats.glm._poisson_fit: the information at the final mu of the fit without those rows).
@@ -34,14 +42,18 @@ from analysis_data import REFERENCE, load_analysis
 from vigil.analysis.sap import run_analyses
 
 DATASETS = ("ordinary", "few_events")
-TABLES = ("incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates")
+TABLES = ("incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates", "cox", "cox_models",
+          "cox_tests")
+# results.cox: only the site-stratified model here; R's file per table
+WHERE = {"cox": "AND model = 'multivariable_site_stratified'"}
+EXPECTED_FILE = {"cox": "cox_site_stratified"}
 ABS = 1e-6
 REL = 1e-6
 
-TEXT = {"stratifier", "stratum", "model", "covariates", "variance", "variable", "level", "reason", "warnings",
-        "converged"}
+TEXT = {"outcome", "stratifier", "stratum", "model", "covariates", "variance", "variable", "level", "reason",
+        "warnings", "converged"}
 INTEGER = {"day", "n_cases", "n_denominator", "n_censored_before", "n_rows", "n_events", "n_patients",
-           "n_competing", "n_cells"}
+           "n_competing", "n_cells", "ph_df", "wald_df", "lr_df"}
 
 # per table: the join keys, the exact counts, the values compared absolutely and relatively
 SPEC = {
@@ -54,6 +66,12 @@ SPEC = {
                   ["coef", "se", "p_value"], ["shr", "ci_lower", "ci_upper"]),
     "standardised_rates": (["stratifier", "stratum"], ["n_events", "n_cells"],
                            ["person_years", "crude_rate", "standardised_rate", "ci_lower", "ci_upper"], []),
+    "cox": (["outcome", "model", "covariates", "variable", "level"], ["n_patients", "n_events", "ph_df"],
+            ["coef", "se", "p_value", "ph_chisq", "ph_p_value"], ["hr", "ci_lower", "ci_upper"]),
+    "cox_models": (["outcome", "model", "covariates"], ["n_patients", "n_events"],
+                   ["loglik", "loglik_null", "aic", "concordance", "concordance_se"], []),
+    "cox_tests": (["outcome", "model", "covariates", "variable"], ["wald_df", "lr_df"],
+                  ["wald_chisq", "wald_p", "lr_chisq", "lr_p"], []),
 }
 # A11 with no event: R's lower limit is NaN, ours 0 by design (vigil.stats.rates)
 R_NAN_LOWER = "no events: lower limit NaN"
@@ -67,13 +85,14 @@ def results(name: str) -> dict[str, pl.DataFrame]:
     con.execute("BEGIN")
     run_analyses(con, 7)
     con.execute("COMMIT")
-    out = {t: con.sql(f"SELECT * FROM results.{t} WHERE run_id = 7 AND variant = 'main'").pl() for t in TABLES}
+    out = {t: con.sql(f"SELECT * FROM results.{t} WHERE run_id = 7 AND variant = 'main' {WHERE.get(t, '')}").pl()
+           for t in TABLES}
     con.close()
     return out
 
 
 def read_expected(name: str, table: str) -> pl.DataFrame:
-    path = REFERENCE / "expected" / name / f"{table}.csv"
+    path = REFERENCE / "expected" / name / f"{EXPECTED_FILE.get(table, table)}.csv"
     columns = pl.read_csv(path, n_rows=0).columns
     schema = {c: pl.String if c in TEXT else pl.Int64 if c in INTEGER else pl.Float64 for c in columns}
     return pl.read_csv(path, schema_overrides=schema)
@@ -101,8 +120,8 @@ def joined(name: str, table: str) -> pl.DataFrame:
     assert only_ours.height == 0, f"{table}: rows only here: {only_ours.select(keys).rows()}"
     j = expected.join(ours, on=keys, how="inner", suffix="_ours", validate="1:1")
     assert j.height == expected.height
-    for c in counts:
-        bad = j.filter(pl.col(c) != pl.col(f"{c}_ours"))
+    for c in counts:   # NULL only where R's is NA
+        bad = j.filter(pl.col(c).ne_missing(pl.col(f"{c}_ours")))
         assert bad.height == 0, f"{table}.{c}: {bad.select(*keys, c, f'{c}_ours').rows()}"
     no_note = j.filter(pl.col("reason").is_not_null() & pl.col("note").is_null())
     assert no_note.height == 0, f"{table}: NA in R without a note here: {no_note.select(keys).rows()}"
@@ -197,6 +216,36 @@ def test_few_events_nulls_are_explained():
     assert notes("standardised_rates", stratifier="edss", stratum=">=6.0") == {"no person-time in the stratum"}
     unknown = sr.filter((pl.col("stratifier") == "edss") & (pl.col("stratum") == "unknown")).row(0, named=True)
     assert unknown["ci_lower"] == 0 and unknown["standardised_rate"] == 0 and unknown["ci_upper"] > 0
+
+
+def test_few_events_a5_nulls_are_explained():
+    """A5 on the sparse dataset: what R leaves NA is NULL here with the matching note."""
+    res = results("few_events")
+    cox = res["cox"].filter(pl.col("outcome") == "first_serious")
+
+    def notes(frame, **where):
+        for column, value in where.items():
+            frame = frame.filter(pl.col(column) == value)
+        assert frame.height > 0 and frame["note"].null_count() == 0
+        return set(frame["note"])
+
+    # sex has patients in F only: not in the model, no PH test; edss >=6.0 no patients, unknown no events
+    # (its patients left out: 533 of 600), both with the edss term's PH test
+    for level in ("M", "U"):
+        assert notes(cox, variable="sex", level=level) == {"no patients in this level"}
+    assert cox.filter(pl.col("variable") == "sex")["ph_chisq"].null_count() == 2
+    assert notes(cox, level="unknown") == {
+        "no events in this level: hazard ratio not estimable (its patients are left out of the model)"}
+    assert cox.filter(pl.col("variable") == "edss")["ph_chisq"].null_count() == 0
+    assert set(cox["n_patients"]) == {533}
+    tests = res["cox_tests"].filter(pl.col("outcome") == "first_serious")
+    assert notes(tests, variable="sex") == {"not in the model (fewer than two levels with events)"}
+    assert notes(res["cox_models"], outcome="first_serious", covariates="sex") == {
+        "no variable with events in two or more levels: no model"}
+    # first_opportunistic has no events: no model anywhere, every patient counted
+    for table in ("cox", "cox_models", "cox_tests"):
+        assert notes(res[table], outcome="first_opportunistic") == {"no events: no model"}
+    assert set(res["cox_models"].filter(pl.col("outcome") == "first_opportunistic")["n_patients"]) == {600}
 
 
 if __name__ == "__main__":

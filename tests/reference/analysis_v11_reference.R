@@ -1,9 +1,11 @@
-# Expected values for SAP v1.1 A8-A11 as vigil.analysis.sap.run_analyses computes them on the
-# reference datasets, computed with R (stats, MASS, cmprsk, epitools).
+# Expected values for SAP v1.1 A8-A11, and the A5 extras (the site-stratified Cox model, per-model fit
+# statistics and per-variable tests), as vigil.analysis.sap.run_analyses computes them on the
+# reference datasets, computed with R (stats, survival, MASS, cmprsk, epitools).
 #
 # Usage (from the project root):  Rscript tests/reference/analysis_v11_reference.R tests/reference
 # Reads  <root>/data/<dataset>.csv   (ordinary, few_events: written by tests/reference/make_datasets.py)
-# Writes <root>/expected/<dataset>/{incidence_proportion,rate_ratios,fine_gray,standardised_rates}.csv
+# Writes <root>/expected/<dataset>/{incidence_proportion,rate_ratios,fine_gray,standardised_rates}.csv,
+#        <root>/expected/<dataset>/{cox_site_stratified,cox_models,cox_tests}.csv
 #        and <root>/expected/<dataset>/versions_v11.csv
 # Needs Debian's r-base-core, r-cran-survival, r-cran-cmprsk, r-cran-mass and r-cran-epitools.
 #
@@ -39,6 +41,33 @@
 #                             age_group x sex cells where the stratum has person-time (count, pop and
 #                             stdpop all without the other cells); stdpop = the cohort's person-years
 #                             in those cells. Rates per 1,000 person-years.
+#
+# A5 (results.cox of model multivariable_site_stratified, results.cox_models, results.cox_tests), for
+# first_serious and first_opportunistic (as tests/analysis_data.py: the dataset again in ordinary; every
+# event censored in few_events, an outcome without events). Each model is fitted as survival_reference.R
+# fits results.cox: coxph(Surv(t, status == 1) ~ ..., ties = "efron") with coxph's default control;
+# patients of a level without events left out, a variable in the model when two or more of its levels
+# have events, factors over those levels in SAP order; + strata(site) for multivariable_site_stratified.
+# (With coxph.control(eps = 1e-12, iter.max = 100) every value below moves by 3e-9 at most: not needed.)
+#   cox_site_stratified.csv   the multivariable model (A5 covariates) + strata(site): per non-reference SAP
+#                             level coef, se = sqrt(diag(fit$var)), HR, Wald CI exp(coef -+ qnorm(0.975) se),
+#                             Wald p; cox.zph(fit) (transform "km") chisq, df, p of the level's term on
+#                             every row of a variable in the model, and a GLOBAL row (level NA) with the
+#                             global test; n_patients = fit$n, n_events = fit$nevent.
+#   cox_models.csv            per outcome and model (univariable per stratifier, multivariable,
+#                             multivariable_site_stratified): fit$loglik[2] (loglik), fit$loglik[1]
+#                             (loglik_null), AIC(fit), fit$concordance["concordance"] and ["std"]
+#                             (= sqrt of its variance), fit$n, fit$nevent, fit$iter (iterations: not compared).
+#   cox_tests.csv             per variable of the multivariable and the site-stratified model: the Wald
+#                             chi-square of survival:::coxph.wtest on the variable's non-NA coefficients and
+#                             their block of fit$var (df = their number, p = pchisq upper tail), and drop1(fit,
+#                             test = "Chisq")'s LRT, Df and Pr(>Chi) of the variable (the strata(site) row of
+#                             the stratified model is not used).
+#   A5 reasons: no patients / no events (the level; its patients are left out of the model) / reference
+#   (the variable's SAP reference level has no patients or no events: its HRs are infinite) / not in the
+#   model (fewer than two levels with events) / aliased (R's coefficient NA) / no model: no events, or no
+#   model: no variable with events in two or more levels (then n_patients is the model's patients, or
+#   every patient when the outcome has no events, as the pipeline counts them).
 #
 # `reason` says why a value is NA (the pipeline must give NULL there, with a note):
 #   no patients   the level (or the stratum) has no patients / rows;
@@ -358,6 +387,135 @@ standardised_rates <- function(d) {
   do.call(rbind, rows)
 }
 
+# ---------------------------------------------------------------------------------- A5
+
+a5_outcomes <- function(d, name) {
+  # as tests/analysis_data.py: first_opportunistic is the dataset again (ordinary) or the dataset with
+  # every event censored (few_events: an outcome without events)
+  opportunistic <- d
+  if (name == "few_events") opportunistic$status[opportunistic$status == 1] <- 0L
+  list(first_serious = d, first_opportunistic = opportunistic)
+}
+
+cox_a5 <- function(d, vars, model, stratum = NULL) {
+  # one A5 model as survival_reference.R fits it: patients of a level without events left out, a
+  # variable in the model with two or more levels with events, factors over its levels with events
+  # (the SAP order, so the SAP reference when it has events); strata(site) for the stratified model
+  event <- d$status == 1
+  key <- data.frame(model = model, covariates = paste(vars, collapse = ", "), stringsAsFactors = FALSE)
+  info <- list()
+  keep <- rep(TRUE, nrow(d))
+  for (v in vars) {
+    lv <- levels_of(d, v)
+    info[[v]] <- list(levels = lv, present = lv[lv %in% d[[v]]], with_events = lv[lv %in% d[[v]][event]])
+    keep <- keep & d[[v]] %in% info[[v]]$with_events
+  }
+  in_model <- vars[sapply(vars, function(v) length(info[[v]]$with_events) >= 2)]
+  no_model <- if (!any(event)) "no model: no events"
+    else if (length(in_model) == 0) "no model: no variable with events in two or more levels"
+    else NA_character_
+  dm <- if (any(event)) d[keep, ] else d   # no events: every patient, no model
+  fit <- dropped <- NULL
+  if (is.na(no_model)) {
+    for (v in in_model) dm[[v]] <- factor(dm[[v]], levels = info[[v]]$with_events)
+    rhs <- paste(in_model, collapse = " + ")
+    if (!is.null(stratum)) rhs <- paste0(rhs, " + strata(", stratum, ")")
+    # coxph's default control, as survival_reference.R; the formula's environment is this function's,
+    # where drop1's refits find dm
+    fit <- coxph(as.formula(paste("Surv(t, status == 1) ~", rhs)), data = dm, ties = "efron")
+    dropped <- drop1(fit, test = "Chisq")
+  }
+  n_patients <- if (is.null(fit)) nrow(dm) else fit$n
+  n_events <- if (is.null(fit)) sum(dm$status == 1) else as.integer(fit$nevent)
+
+  cc <- if (is.null(fit)) NULL else fit$concordance
+  models <- cbind(key, data.frame(
+    loglik = if (is.null(fit)) NA_real_ else fit$loglik[2],
+    loglik_null = if (is.null(fit)) NA_real_ else fit$loglik[1],
+    aic = if (is.null(fit)) NA_real_ else AIC(fit),
+    concordance = if (is.null(fit)) NA_real_ else unname(cc["concordance"]),
+    concordance_se = if (is.null(fit)) NA_real_ else unname(cc["std"]),   # = sqrt(var)
+    n_patients = n_patients, n_events = n_events, iterations = if (is.null(fit)) NA_integer_ else fit$iter,
+    reason = no_model, stringsAsFactors = FALSE))
+
+  b <- if (is.null(fit)) NULL else coef(fit)
+  zph <- if (is.null(fit)) NULL else cox.zph(fit)$table   # transform = "km", the default
+  coefs <- list()
+  tests <- list()
+  for (v in vars) {
+    lv_all <- info[[v]]$levels
+    ph <- if (!is.null(zph) && v %in% in_model) zph[v, ] else c(chisq = NA_real_, df = NA_real_, p = NA_real_)
+    for (lv in lv_all[-1]) {
+      name <- paste0(v, lv)
+      reason <- if (!is.na(no_model) && !any(event)) no_model
+        else if (!(lv %in% info[[v]]$present)) "no patients"
+        else if (!(lv %in% info[[v]]$with_events)) "no events"
+        else if (!(lv_all[1] %in% info[[v]]$with_events)) "reference"   # no patients or no events in it
+        else if (!(v %in% in_model)) "not in the model"
+        else if (!is.na(no_model)) no_model
+        else if (is.na(b[name])) "aliased"
+        else NA_character_
+      coef <- se <- NA_real_
+      if (is.na(reason)) {
+        coef <- unname(b[name])
+        se <- sqrt(fit$var[match(name, names(b)), match(name, names(b))])
+      }
+      coefs[[length(coefs) + 1]] <- cbind(key, data.frame(
+        variable = v, level = lv, coef = coef, se = se, hr = exp(coef), ci_lower = exp(coef - z975 * se),
+        ci_upper = exp(coef + z975 * se), p_value = 2 * pnorm(-abs(coef / se)),
+        ph_chisq = unname(ph["chisq"]), ph_df = as.integer(ph["df"]), ph_p_value = unname(ph["p"]),
+        n_patients = n_patients, n_events = n_events, reason = reason, stringsAsFactors = FALSE))
+    }
+    # the joint tests: survival:::coxph.wtest on the term's non-NA coefficients (coxph.wtest itself
+    # mishandles NA), drop1's row of the term (the strata(site) row is not used)
+    reason <- if (!is.na(no_model) && !any(event)) no_model
+      else if (!(v %in% in_model)) "not in the model"
+      else if (!is.na(no_model)) no_model
+      else NA_character_
+    wald <- list(test = NA_real_, df = NA_integer_)
+    lr <- c(LRT = NA_real_, Df = NA_real_, p = NA_real_)
+    if (is.na(reason)) {
+      cols <- fit$assign[[v]]
+      ok <- cols[!is.na(b[cols])]
+      wald <- if (length(ok)) survival:::coxph.wtest(fit$var[ok, ok, drop = FALSE], b[ok])
+        else list(test = NA_real_, df = 0L)
+      lr <- c(LRT = dropped[v, "LRT"], Df = dropped[v, "Df"], p = dropped[v, "Pr(>Chi)"])
+      if (!length(ok)) reason <- "aliased"
+    }
+    tests[[length(tests) + 1]] <- cbind(key, data.frame(
+      variable = v, wald_chisq = as.double(wald$test), wald_df = as.integer(wald$df),
+      wald_p = pchisq(as.double(wald$test), wald$df, lower.tail = FALSE),
+      lr_chisq = unname(lr["LRT"]), lr_df = as.integer(lr["Df"]), lr_p = unname(lr["p"]), reason = reason,
+      stringsAsFactors = FALSE))
+  }
+  global <- if (is.null(zph)) c(chisq = NA_real_, df = NA_real_, p = NA_real_) else zph["GLOBAL", ]
+  coefs[[length(coefs) + 1]] <- cbind(key, data.frame(
+    variable = "GLOBAL", level = NA_character_, coef = NA_real_, se = NA_real_, hr = NA_real_,
+    ci_lower = NA_real_, ci_upper = NA_real_, p_value = NA_real_, ph_chisq = unname(global["chisq"]),
+    ph_df = as.integer(global["df"]), ph_p_value = unname(global["p"]), n_patients = n_patients,
+    n_events = n_events, reason = no_model, stringsAsFactors = FALSE))
+  list(models = models, coef = do.call(rbind, coefs), tests = do.call(rbind, tests))
+}
+
+cox_a5_all <- function(d, name) {
+  models <- list(); coefs <- list(); tests <- list()
+  for (outcome in names(a5_outcomes(d, name))) {
+    od <- a5_outcomes(d, name)[[outcome]]
+    specs <- c(lapply(STRATIFIERS, function(v) list(vars = v, model = "univariable", stratum = NULL)),
+               list(list(vars = MULTIVARIABLE, model = "multivariable", stratum = NULL),
+                    list(vars = MULTIVARIABLE, model = "multivariable_site_stratified", stratum = "site")))
+    for (s in specs) {
+      r <- cox_a5(od, s$vars, s$model, s$stratum)
+      models[[length(models) + 1]] <- cbind(outcome = outcome, r$models, stringsAsFactors = FALSE)
+      if (s$model != "univariable") tests[[length(tests) + 1]] <- cbind(outcome = outcome, r$tests,
+                                                                        stringsAsFactors = FALSE)
+      if (s$model == "multivariable_site_stratified") coefs[[length(coefs) + 1]] <- cbind(
+        outcome = outcome, r$coef, stringsAsFactors = FALSE)
+    }
+  }
+  list(models = do.call(rbind, models), coef = do.call(rbind, coefs), tests = do.call(rbind, tests))
+}
+
 for (name in datasets) {
   d <- read.csv(file.path(root, "data", paste0(name, ".csv")), colClasses = c(
     patient_id = "character", t = "numeric", status = "integer", t_followup = "numeric", n_serious = "numeric",
@@ -371,10 +529,15 @@ for (name in datasets) {
   fg <- fine_gray(d)
   write_out(fg, out, "fine_gray.csv")
   write_out(standardised_rates(d), out, "standardised_rates.csv")
+  a5 <- cox_a5_all(d, name)
+  write_out(a5$coef, out, "cox_site_stratified.csv")
+  write_out(a5$models, out, "cox_models.csv")
+  write_out(a5$tests, out, "cox_tests.csv")
   write.csv(data.frame(r = R.version.string, MASS = as.character(packageVersion("MASS")),
                        cmprsk = as.character(packageVersion("cmprsk")),
                        epitools = as.character(packageVersion("epitools")),
                        survival = as.character(packageVersion("survival"))),
             file.path(out, "versions_v11.csv"), row.names = FALSE)
-  cat(name, ": ", nrow(d), " patients; A9 ", rr$n_rows[1], " aggregated rows; A10 ", nrow(fg), " rows\n", sep = "")
+  cat(name, ": ", nrow(d), " patients; A9 ", rr$n_rows[1], " aggregated rows; A10 ", nrow(fg), " rows; A5 ",
+      nrow(a5$models), " Cox models\n", sep = "")
 }
