@@ -426,6 +426,8 @@ def print_run_summary(summary) -> None:
                  else "no signal")
         console.print(Text(f"safety monitoring: look {m['look']}{'' if m['new_look'] else ' (repeated)'}, "
                            f"O = {m['observed']:,}, E = {m['expected']:,.2f}: {state}"))
+    if variants := summary.analyses.get("variants"):
+        console.print(Text(f"sensitivity analyses (SAP A12): {', '.join(v['variant'] for v in variants)}"))
     if summary.snapshot:
         console.print(Text(f"read-only snapshot: {inert(summary.snapshot)}"))
 
@@ -438,7 +440,7 @@ Sensitivity = Enum("Sensitivity", {name: name for name in (*SENSITIVITY_ANALYSES
 def analyse(
     db: DbOption = None,
     variant: Annotated[Optional[list[Sensitivity]], typer.Option(
-        "--variant", help="A sensitivity analysis of SAP A12 to run beside the main analysis, as a named variant "
+        "--variant", metavar="|".join(s.value for s in Sensitivity), help="A sensitivity analysis of SAP A12 to run beside the main analysis, as a named variant "
                           "of the same run (repeat the option for several; all = every one). vigil run runs all.")] = None,
 ) -> None:
     """Build the cohort, analysis datasets and results (a new run), then publish the read-only snapshot.
@@ -505,6 +507,61 @@ def report(
             warehouse.verify(db_path)
             result = render_report(db_path, out or warehouse.default_report_dir(db_path), run_id)
         print_report(result)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help=(
+        "Folder to write: a new or empty folder, or an earlier export (it holds .vigil-export), which is replaced "
+        "whole. Any other folder is refused."))],
+    db: Annotated[Optional[Path], typer.Option("--db", help=(
+        "Warehouse file, or a published snapshot such as snapshots/current.duckdb (default: $VIGIL_DB or "
+        "warehouse/vigil.duckdb)."))] = None,
+    run_id: Annotated[Optional[int], typer.Option("--run", help="Run to export (default: the latest completed).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help=(
+        "File format of the exact files (the tidy table is always CSV, as omopgenerics reads it)."))] = Format.parquet,
+) -> None:
+    """Export a run's results: every results table as exact typed files, and a disclosure-controlled tidy table.
+
+    OUT/exact/ holds every results table of the run (Parquet or CSV; numbers unformatted, NULL empty, counts
+    exact): for the study statisticians only, it must not leave the study team. OUT/tidy/ holds the run as an
+    omopgenerics summarised_result CSV (omopgenerics::importSummarisedResult reads it), disclosure-controlled as
+    the report is. OUT/README.md says what each file is and how to read it in R and SAS. From a snapshot (its
+    SHA-256 checked) the export runs while the pipeline writes the warehouse.
+
+    Exit status: 0 done, 2 usage error (OUT is not empty and not an earlier export, or is a file or a symlink; no
+    warehouse yet; a warehouse path that is a folder), 1 no such run, a snapshot whose bytes changed, OUT cannot be
+    written, or the warehouse is damaged, of another schema version or being written.
+    """
+    from contextlib import nullcontext
+
+    from vigil import warehouse
+    from vigil.export import ExportError, ExportPathError, export_run, is_snapshot, refusal
+
+    problem = refusal(out)
+    if problem:
+        _fail(problem, EXIT_USAGE)
+    db_path = _warehouse(db)
+    if not db_path.exists():
+        _fail(f"{db_path} does not exist: ingest and analyse first", EXIT_USAGE)
+    snapshot = is_snapshot(db_path)  # a published snapshot is read-only: no writer lock, the pipeline may run
+    with _timed("export"):
+        try:
+            with _expected(db_path), (nullcontext() if snapshot else warehouse.writer_lock(db_path)), \
+                    console.status("exporting"):
+                warehouse.verify(db_path)
+                result = export_run(db_path, out, run_id, Format(fmt).value)
+        except ExportPathError as exc:
+            _fail(exc, EXIT_USAGE)
+        except ExportError as exc:
+            _fail(exc)
+        _final(Text(f"export of run {result.run_id}: {inert(result.out)}"))
+        console.print(Text(f"  exact ({result.fmt}, for the study statisticians only): {len(result.exact)} tables in "
+                           f"{inert(result.out / 'exact')}"), soft_wrap=True)
+        console.print(Text(f"  tidy (summarised_result, disclosure-controlled, {result.suppressed:,} values "
+                           f"suppressed): {inert(result.tidy_csv)}"), soft_wrap=True)
+        for warning in result.warnings:
+            console.print(Text.assemble("  ", ("note:", "yellow"), " ", inert(warning)), soft_wrap=True)
 
 
 @app.command()
