@@ -31,7 +31,7 @@ from vigil.analysis.runs import analyse
 pytestmark = [pytest.mark.gx, pytest.mark.slow]
 
 SECTIONS = ["cover", "methods", "monitoring", "attrition", "table1", "incidence", "risk-windows", "cumulative-incidence", "cox",
-            "data-quality"]
+            "sensitivity", "data-quality"]
 
 
 def _build(root: Path, folders: list[Path]) -> Path:
@@ -112,7 +112,7 @@ def test_sections_present_in_order(study):
     positions = [html.index(f'id="{s}"') for s in SECTIONS]
     assert positions == sorted(positions)
     assert result.sections == SECTIONS[1:]
-    for text in ("Data cut", "Code version", "SAP v1.0", "Extract contract", "SHA-256", "Disclosure control"):
+    for text in ("Data cut", "Code version", "SAP v1.1", "Extract contract", "SHA-256", "Disclosure control"):
         assert text in html
     run_id = result.run_id
     assert f'<meta name="vigil-run-id" content="{run_id}">' in html

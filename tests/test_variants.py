@@ -74,6 +74,8 @@ def test_an_unknown_or_mistyped_cohort_parameter_is_refused():
         cohort_parameters({"course_gap": 60})
     with pytest.raises(TypeError, match="course_gap_days must be int"):
         cohort_parameters({"course_gap_days": "60"})
+    with pytest.raises(ValueError, match="at least 1 day"):
+        cohort_parameters({"course_gap_days": 0})
 
 
 # ---------------------------------------------------------------- naming
@@ -124,8 +126,9 @@ def runs(tmp_path_factory):
     con.close()
 
 
-MAIN_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "logrank", "cox", "incidence_proportion",
-               "rate_ratios", "fine_gray", "standardised_rates", "table1_counts", "observed_expected")
+MAIN_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "logrank", "cox", "cox_models", "cox_tests",
+               "incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates", "table1_counts",
+               "observed_expected")
 
 
 @pytest.mark.parametrize("table", MAIN_TABLES)
@@ -189,6 +192,12 @@ def test_censoring_at_a_switch_never_adds_events_or_person_time(runs):
     switch, main = rows["censor-at-switch"], rows["main"]
     assert switch["n_patients"] == main["n_patients"]
     assert switch["n_events"] <= main["n_events"] and switch["person_years"] <= main["person_years"]
+
+
+def test_leaving_out_a_site_without_patients_is_refused(runs):
+    nowhere = Variant("leave-out-xx99", "no such site", ("A1",), leave_out_site="XX99")
+    with pytest.raises(Exception, match="XX99.* has no patient in the cohort"):
+        analyse(runs, variants=[nowhere])
 
 
 def test_a_second_run_of_the_same_variant_name_is_refused(runs):

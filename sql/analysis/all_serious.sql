@@ -32,7 +32,7 @@ ORDER BY p.patient_id;
 COMMENT ON TABLE analysis.all_serious IS 'Recurrent outcome all_serious: serious infection episodes per patient over person-time from index to exit regardless of events, with every baseline stratum. Grain: cohort patient. SAP 2 (secondary a).';
 COMMENT ON COLUMN analysis.all_serious.patient_id IS 'Patient pseudonym (cohort member).';
 COMMENT ON COLUMN analysis.all_serious.index_date IS 'Index date: first valid alemtuzumab infusion.';
-COMMENT ON COLUMN analysis.all_serious.exit_date IS 'Exit date = min(followup_end_date, death_date, data_cut).';
+COMMENT ON COLUMN analysis.all_serious.exit_date IS 'Exit date = min(followup_end_date, death_date, data_cut); in the censor-at-switch sensitivity analysis also the start of the first other DMT after index (cohort.patients).';
 COMMENT ON COLUMN analysis.all_serious.t IS 'Person-time in days = (exit_date - index_date) + 1, regardless of events.';
 COMMENT ON COLUMN analysis.all_serious.person_years IS 'Person-years = t / 365.25.';
 COMMENT ON COLUMN analysis.all_serious.n_events IS 'Number of serious infection episodes (distinct event_id) with index_date <= onset_date <= exit_date.';

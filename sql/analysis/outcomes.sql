@@ -67,7 +67,7 @@ COMMENT ON TABLE analysis.outcomes IS 'First-event outcomes first_serious (prima
 COMMENT ON COLUMN analysis.outcomes.patient_id IS 'Patient pseudonym (cohort member).';
 COMMENT ON COLUMN analysis.outcomes.outcome IS 'first_serious (first serious infection, primary) or first_opportunistic (first opportunistic infection of any seriousness).';
 COMMENT ON COLUMN analysis.outcomes.index_date IS 'Index date: first valid alemtuzumab infusion.';
-COMMENT ON COLUMN analysis.outcomes.exit_date IS 'Exit date = min(followup_end_date, death_date, data_cut).';
+COMMENT ON COLUMN analysis.outcomes.exit_date IS 'Exit date = min(followup_end_date, death_date, data_cut); in the censor-at-switch sensitivity analysis also the start of the first other DMT after index (cohort.patients).';
 COMMENT ON COLUMN analysis.outcomes.event_date IS 'Onset date of the first event in [index_date, exit_date]; NULL if none.';
 COMMENT ON COLUMN analysis.outcomes.event_id IS 'event_id of the first event (lowest event_id among same-day onsets); NULL if none.';
 COMMENT ON COLUMN analysis.outcomes.t IS 'Time in days = (min(event_date, exit_date) - index_date) + 1; at least 1.';

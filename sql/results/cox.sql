@@ -5,7 +5,7 @@
 --          (model multivariable_site_stratified, as R coxph(... + strata(site))), treatment contrasts
 --          against the SAP reference levels; hazard ratio, Wald 95% CI and Wald p; and the
 --          proportional-hazards test of R's cox.zph (transform "km") per term and for the model.
--- Grain:   one row per run, outcome, model (its covariates) and non-reference level of each
+-- Grain:   one row per run, variant, outcome, model (its covariates) and non-reference level of each
 --          variable, plus one row per model with variable = GLOBAL (level NULL) for the global PH test.
 -- Usage:   created here, filled by vigil.analysis.run_analyses. Rules for levels without patients or
 --          events: docs/analysis-methods.md.

@@ -151,10 +151,12 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     run_id = None
     try:
         run_id = results.next_run_id(con)
-        variants = resolve_variants(variants or [], sorted({d["site_id"] for d in _current_deliveries(con)}))
+        given = list(variants or [])
         variant_results = []
         t0 = time.perf_counter()
-        rebuilding = [v for v in variants if v.rebuilds_cohort]
+        # those that build the cohort with their own parameters come first; leaving a site out needs the
+        # main cohort's sites, so leave-one-site-out is expanded after the main analysis
+        rebuilding = [v for v in resolve_variants(given, []) if v.rebuilds_cohort]
         if rebuilding:
             load_codelists(con)
         for variant in rebuilding:
@@ -164,7 +166,6 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
         t0 = time.perf_counter()
         cohort = build_cohort(con, run_id)
         steps["cohort"] = round(time.perf_counter() - t0, 3)
-        recorded_parameters = run_parameters(parameters, cohort.get("codelists"), surveillance, variants)
         t0 = time.perf_counter()
         analyses = run_analyses(con, run_id)
         deliveries = _current_deliveries(con)
@@ -175,8 +176,10 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
         steps["monitoring"] = round(time.perf_counter() - t0, 3)  # the look: A13-A15 (SAP 7)
         t0 = time.perf_counter()
         levels = strata_levels(con)
+        variants = resolve_variants(given, levels["site"])
         variant_results += [run_variant(con, run_id, v, levels) for v in variants if not v.rebuilds_cohort]
         record_variants(con, run_id, variants)
+        recorded_parameters = run_parameters(parameters, cohort.get("codelists"), surveillance, variants)
         analyses["variants"] = variant_results
         steps["variants"] = round(time.perf_counter() - t0 + steps.pop("variant_cohorts"), 3)
         results.insert_run(con, {

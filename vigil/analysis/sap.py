@@ -91,6 +91,9 @@ def run_variant(con: duckdb.DuckDBPyConnection, run_id: int, variant, levels: di
     tables = {"A1": ["incidence"], "A2": ["risk_windows"], "A5": COX_TABLES, "A9": ["rate_ratios"]}
     results.prepare(con, run_id, [t for a in variant.analyses for t in tables[a]], variant.name)
     outcomes, windows = "analysis.outcomes", "analysis.risk_windows"
+    if variant.leave_out_site is not None and variant.leave_out_site not in levels.get("site", []):
+        raise ValueError(f"variant {variant.name}: site {variant.leave_out_site!r} has no patient in the cohort "
+                         "(leaving it out would repeat the main analysis)")
     if variant.leave_out_site is not None:
         outcomes, windows = "variant_outcomes", "variant_risk_windows"
         for relation, source in ((outcomes, "analysis.outcomes"), (windows, "analysis.risk_windows")):

@@ -75,7 +75,7 @@ class Variant:
 
 def sensitivity_variants(names, sites: list[str]) -> list[Variant]:
     """The SAP A12 variants named (each of SENSITIVITY_ANALYSES); leave-one-site-out gives one variant
-    per site of the cohort (none when it has a single site: nothing would be left)."""
+    per site of `sites` (the cohort's: none when it has a single site, nothing would be left)."""
     unknown = [n for n in names if n not in SENSITIVITY_ANALYSES]
     if unknown:
         raise ValueError(f"unknown sensitivity analysis {unknown[0]!r}: one of {', '.join(SENSITIVITY_ANALYSES)}")

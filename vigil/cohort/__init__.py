@@ -36,6 +36,8 @@ def cohort_parameters(changes: dict | None = None) -> dict:
         if type(value) is not type(COHORT_PARAMETERS[name]):
             raise TypeError(f"cohort parameter {name} must be {type(COHORT_PARAMETERS[name]).__name__}, "
                             f"not {value!r}")
+    if (changes or {}).get("course_gap_days", 1) < 1:
+        raise ValueError(f"course_gap_days must be at least 1 day, not {changes['course_gap_days']}")
     return {**COHORT_PARAMETERS, **(changes or {})}
 
 
