@@ -44,7 +44,8 @@ def test_every_table_for_every_outcome_and_stratifier(ordinary):
     assert summary["rows"]["risk_windows"] == 4
     assert summary["rows"]["cumulative_incidence"] == 2 * len(FIRST_EVENT_OUTCOMES) * strata * len(DAYS)
     assert summary["rows"]["logrank"] == len(FIRST_EVENT_OUTCOMES) * len(STRATIFIERS)
-    per_outcome = sum(n_levels[v] for v in STRATIFIERS) + sum(n_levels[v] - 1 for v in MULTIVARIABLE) + 1
+    # univariable (one per level incl. the GLOBAL row), multivariable and site-stratified (levels + GLOBAL each)
+    per_outcome = sum(n_levels[v] for v in STRATIFIERS) + 2 * (sum(n_levels[v] - 1 for v in MULTIVARIABLE) + 1)
     assert summary["rows"]["cox"] == len(FIRST_EVENT_OUTCOMES) * per_outcome
     for table in RESULT_TABLES:
         (n,) = con.execute(f"SELECT count(*) FROM results.{table} WHERE run_id = 1").fetchone()
@@ -56,7 +57,8 @@ def test_every_table_for_every_outcome_and_stratifier(ordinary):
                          "AND stratifier = 'edss' ORDER BY stratum_order").fetchall()
     assert [r[0] for r in labels] == ["0-2.5", "3.0-5.5", ">=6.0", "unknown"]
     models = con.execute("SELECT DISTINCT model, covariates FROM results.cox").fetchall()
-    assert set(models) == {("univariable", s) for s in STRATIFIERS} | {("multivariable", ", ".join(MULTIVARIABLE))}
+    assert set(models) == {("univariable", s) for s in STRATIFIERS} | {
+        (m, ", ".join(MULTIVARIABLE)) for m in ("multivariable", "multivariable_site_stratified")}
     references = dict(con.execute("SELECT DISTINCT variable, reference_level FROM results.cox "
                                   "WHERE variable <> 'GLOBAL'").fetchall())
     assert references == {"age_group": "18-29", "sex": "F", "charlson": "0", "prior_dmt": "0",

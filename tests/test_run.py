@@ -29,7 +29,7 @@ def test_runs_are_numbered_and_record_what_made_them(loaded):
     assert (first.run_id, second.run_id) == (1, 2)
     code, sap, deliveries, parameters = con.execute(
         "SELECT code_version, sap_version, deliveries, parameters FROM results.runs WHERE run_id = 1").fetchone()
-    assert code and sap == "1.0" and '"why": "test"' in parameters
+    assert code and sap == "1.1" and '"why": "test"' in parameters
     assert '"site_id": "DK01"' in deliveries and '"file_hashes"' in deliveries
     assert con.execute("SELECT DISTINCT run_id FROM results.attrition ORDER BY 1").fetchall() == [(1,), (2,)]
 

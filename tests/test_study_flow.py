@@ -40,7 +40,7 @@ def test_study_pipeline_runs_a_tiny_study_end_to_end_and_the_watch_skips_when_no
     flow_run_id, steps, deliveries = con.execute(
         "SELECT flow_run_id, step_seconds, deliveries FROM results.runs WHERE run_id = 1").fetchone()
     con.close()
-    assert set(json.loads(steps)) == {"ingest", "cohort", "analyses", "monitoring"}
+    assert set(json.loads(steps)) == {"ingest", "cohort", "analyses", "monitoring", "variants"}
     # The generated study's rate is 2-3 times the SAP 7 reference rates: its first look signals. The flow
     # run completed, and it said so with the event an automation matches and with the look table.
     assert result["monitoring"]["signal"] and run.analyses["monitoring"]["look"] == 1

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from vigil.analysis import sap
-from vigil.stats.glm import negative_binomial_glm, poisson_glm, treatment_design
+from vigil.stats.glm import GLMResult, negative_binomial_glm, poisson_glm, treatment_design
 
 OUTCOME = "all_serious"
 TABLE = "rate_ratios"
@@ -56,7 +56,10 @@ def rate_ratios(con, levels: dict[str, list[str]], risk_windows: str = "analysis
         model_levels = {v: all_levels[v] for v in variables}
         X, names = treatment_design(rows, model_levels)
         for variance, fit in FITS:
-            result = fit(y, offset, X, names)
+            try:
+                result = fit(y, offset, X, names)
+            except (FloatingPointError, np.linalg.LinAlgError) as exc:  # no estimate, said per row
+                result = _failed(names, f"model not estimable: {str(exc).splitlines()[0][:200]}")
             for i, name in enumerate(names):
                 variable, _, level = name.partition("=")
                 out.append({
@@ -75,6 +78,12 @@ def rate_ratios(con, levels: dict[str, list[str]], risk_windows: str = "analysis
         "se": pl.Float64, "rate_ratio": pl.Float64, "ci_lower": pl.Float64, "ci_upper": pl.Float64,
         "p_value": pl.Float64, "dispersion": pl.Float64, "theta": pl.Float64, "n_rows": pl.Int64,
         "n_events": pl.Int64, "person_years": pl.Float64, "note": pl.Utf8})
+
+
+def _failed(names: list[str], note: str) -> GLMResult:
+    nan = np.full(len(names), np.nan)
+    return GLMResult("", list(names), nan, nan, nan, nan, nan, nan, nan, np.nan, np.nan, 0, np.nan, np.nan, 0,
+                     False, 0, note=note)
 
 
 def _note(result, name: str) -> str | None:

@@ -96,6 +96,20 @@ def insert_attrition(con: duckdb.DuckDBPyConnection, run_id: int) -> str:
     return table_file(ATTRITION).qualified_name
 
 
+def add_variant_column(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema migration 1 -> 2 (vigil.warehouse.create_layout): each results table without the column variant
+    is made again from its file (variant in its primary key) and its rows copied in as variant main."""
+    tables = [name for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'results' "
+        "AND table_name NOT IN (SELECT table_name FROM duckdb_columns() WHERE schema_name = 'results' "
+        "AND column_name = 'variant') AND table_name <> ?", [RUNS]).fetchall()]
+    for table in tables:
+        con.execute(f'ALTER TABLE results."{table}" RENAME TO "{table}_v1"')
+        create_tables(con, [table])
+        con.execute(f'INSERT INTO results."{table}" BY NAME SELECT * FROM results."{table}_v1"')
+        con.execute(f'DROP TABLE results."{table}_v1"')
+
+
 def next_run_id(con: duckdb.DuckDBPyConnection) -> int:
     (run_id,) = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM results.runs").fetchone()
     return int(run_id)

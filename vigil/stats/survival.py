@@ -307,7 +307,8 @@ class CoxResult:
     cov: np.ndarray | None = None    # inverse information (fit$var), NaN rows and columns where aliased
 
 
-def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
+def cox_fit(data: CoxData, check_with_lifelines: bool = False, zph: bool = True,
+            init: np.ndarray | None = None) -> CoxResult:
     """Cox PH, Efron ties: Newton-Raphson on the exact Efron partial likelihood computed from the
     (time x pattern) counts (cox_efron), within strata if the data has them, Wald CI and p from the
     inverse information, the proportional-hazards test of cox_zph at the estimate, and coxph's
@@ -324,14 +325,17 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
     in coefficient or standard error above 1e-6 relative is noted. The
     tests make that comparison on the reference datasets; it is off at run time because lifelines'
     per-time Python loop costs seconds per model at 10^5-10^6 patients.
+
+    zph=False skips the PH test and init starts Newton-Raphson there instead of at 0 (NaN as 0): the
+    refits of cox_term_tests need neither the test nor coxph's path, only the maximum.
     """
     aliased = _aliased_columns(data)
     if aliased:
-        return _without_aliased(data, aliased, check_with_lifelines)
+        return _without_aliased(data, aliased, check_with_lifelines, zph, init)
     n_patients = int(data.n_leaving.sum())
     n_events = int(data.n_events.sum())
     tables = _EfronTables(data)
-    beta, loglik, info, iterations, converged = cox_efron(tables)
+    beta, loglik, info, iterations, converged = cox_efron(tables, init=init)
     if not converged:
         raise FloatingPointError(f"Newton-Raphson did not converge in {iterations} iterations: a hazard ratio may be "
                                  "0 or infinite (monotone likelihood)")
@@ -343,7 +347,7 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False) -> CoxResult:
         p_value=2 * stats.norm.sf(np.abs(beta / se)), loglik=loglik,
         n_patients=n_patients, n_events=n_events, loglik_null=_efron(tables, np.zeros(tables.p))[0],
         aic=-2 * loglik + 2 * len(beta), cov=cov)
-    result.zph = cox_zph(data, beta, tables=tables)
+    result.zph = cox_zph(data, beta, tables=tables) if zph else {}
     if check_with_lifelines:
         try:
             ll_coef, ll_se = lifelines_cox(data)
@@ -392,7 +396,8 @@ def _aliased_columns(data: CoxData) -> dict[int, list[int]]:
     return aliased
 
 
-def _without_aliased(data: CoxData, aliased: dict[int, list[int]], check_with_lifelines: bool) -> CoxResult:
+def _without_aliased(data: CoxData, aliased: dict[int, list[int]], check_with_lifelines: bool, zph: bool = True,
+                     init: np.ndarray | None = None) -> CoxResult:
     """cox_fit on the columns that are not aliased, with NaN in the aliased ones' places."""
     keep = [j for j in range(len(data.names)) if j not in aliased]
     new_index = {j: i for i, j in enumerate(keep)}
@@ -400,7 +405,7 @@ def _without_aliased(data: CoxData, aliased: dict[int, list[int]], check_with_li
     reduced = CoxData(time=data.time, pattern=data.pattern, n_events=data.n_events, n_leaving=data.n_leaving,
                       X=data.X[:, keep], names=[data.names[j] for j in keep],
                       terms={term: cols for term, cols in terms.items() if cols}, stratum=data.stratum)
-    fit = cox_fit(reduced, check_with_lifelines=check_with_lifelines) if keep else None
+    fit = cox_fit(reduced, check_with_lifelines, zph, None if init is None else init[keep]) if keep else None
 
     def widen(values) -> np.ndarray:
         out = np.full(len(data.names), np.nan)
@@ -551,11 +556,11 @@ def _efron(tables: _EfronTables, beta: np.ndarray):
     return loglik, resid, info_t
 
 
-def cox_efron(tables: _EfronTables, max_iter: int = 50, tol: float = 1e-10):
-    """Newton-Raphson from beta = 0 as coxph: a step that lowers the log-likelihood is halved.
-    Converged when the largest step is below tol (the estimate then has about tol^2 left).
+def cox_efron(tables: _EfronTables, max_iter: int = 50, tol: float = 1e-10, init: np.ndarray | None = None):
+    """Newton-Raphson from beta = 0 as coxph (or from init): a step that lowers the log-likelihood is
+    halved. Converged when the largest step is below tol (the estimate then has about tol^2 left).
     Returns beta, log-likelihood, information, iterations, converged."""
-    beta = np.zeros(tables.p)
+    beta = np.zeros(tables.p) if init is None else np.nan_to_num(np.asarray(init, dtype=float))
     loglik, resid, info_t = _efron(tables, beta)
     score, info = resid.sum(0), info_t.sum(0)
     for iteration in range(1, max_iter + 1):
@@ -705,7 +710,11 @@ def cox_term_tests(data: CoxData, result: CoxResult) -> dict[str, TermTest]:
         notes = []
         if ok:
             b = result.coef[ok]
-            wald = float(b @ np.linalg.solve(result.cov[np.ix_(ok, ok)], b))
+            try:
+                wald = float(b @ np.linalg.solve(result.cov[np.ix_(ok, ok)], b))
+            except np.linalg.LinAlgError:  # e.g. a coefficient drifting to infinity in a sparse model
+                wald = np.nan
+                notes.append("the variance of its coefficients is singular: no Wald test")
         else:
             wald = np.nan
             notes.append("no estimated coefficient (aliased): no Wald test")
@@ -719,7 +728,7 @@ def cox_term_tests(data: CoxData, result: CoxResult) -> dict[str, TermTest]:
                               terms={t: [index[j] for j in c] for t, c in data.terms.items() if t != term},
                               stratum=data.stratum)
             try:
-                fit = cox_fit(reduced)
+                fit = cox_fit(reduced, zph=False, init=result.coef[rest])  # from the full model's estimate
                 lr = 2 * (result.loglik - fit.loglik)
                 lr_df = int(estimated.sum() - (~np.isnan(fit.coef)).sum())
             except (FloatingPointError, np.linalg.LinAlgError) as exc:

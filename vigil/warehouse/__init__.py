@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import Contract, ddl_for_layer, load_contract
-from vigil.warehouse.sqlfiles import build_layer, sql_file
+from vigil.warehouse.sqlfiles import build_layer
 
 DEFAULT_DB = Path("warehouse") / "vigil.duckdb"
 
@@ -421,7 +421,9 @@ def create_layout(con: duckdb.DuckDBPyConnection, contract: Contract | None = No
         version = con.execute("SELECT version FROM audit.schema_version ORDER BY recorded_at DESC, version DESC "
                               "LIMIT 1").fetchall()
         if version and version[0][0] in MIGRATES_FROM:
-            _add_variants(con)
+            from vigil.analysis import results  # the one writer of results.*
+
+            results.add_variant_column(con)
         if not version or version[0][0] != SCHEMA_VERSION:
             con.execute("INSERT INTO audit.schema_version (version, code_version) VALUES (?, ?)",
                         [SCHEMA_VERSION, _package_version()])
@@ -429,21 +431,6 @@ def create_layout(con: duckdb.DuckDBPyConnection, contract: Contract | None = No
     except Exception:
         con.execute("ROLLBACK")
         raise
-
-
-def _add_variants(con: duckdb.DuckDBPyConnection) -> None:
-    """Migration 1 -> 2: each results table without the column variant is made again from its file in
-    sql/results (variant in its primary key) and its rows copied in as variant main."""
-    tables = [name for (name,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'results' "
-        "AND table_name NOT IN (SELECT table_name FROM duckdb_columns() WHERE schema_name = 'results' "
-        "AND column_name = 'variant') AND table_name <> 'runs'").fetchall()]
-    for table in tables:
-        con.execute(f'ALTER TABLE results."{table}" RENAME TO "{table}_v1"')
-        for statement in duckdb.extract_statements(sql_file("results", table).path.read_text(encoding="utf-8")):
-            con.execute(statement.query)
-        con.execute(f'INSERT INTO results."{table}" BY NAME SELECT * FROM results."{table}_v1"')
-        con.execute(f'DROP TABLE results."{table}_v1"')
 
 
 def _package_version() -> str | None:
