@@ -30,6 +30,7 @@ LEGEND = (f"{LESS_THAN_5}: a count of 1 to 4. {SUPPRESSED}: suppressed by disclo
 # A label cell with an unbroken word longer than this (a hash aside) may wrap anywhere (CSS td.long): the
 # spec's file names and folder names are shorter; a delivered name can be 255 characters.
 LONG_WORD = 40
+LABEL_CHARS = 28  # a label column wraps beyond this many characters (Table.column_widths)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -55,6 +56,23 @@ class Table:
     @property
     def n_rows(self) -> int:
         return self.frame.height
+
+    def column_widths(self) -> list[float]:
+        """Each column's share of the table width in %, from the text it holds (the PDF lays tables out with
+        these fixed widths: WeasyPrint's automatic layout measured every cell twice and took two thirds of
+        the report's layout time). A value column is as wide as its longest value and its header (neither
+        wraps); a label column as its longest word, and up to LABEL_CHARS characters of its longest text."""
+        weights = []
+        for name in self.frame.columns:
+            texts = [v for v in self.frame[name].to_list() if v]
+            if name in self.label_columns:
+                words = max((len(w) for v in texts + [self.header(name)] for w in v.split()), default=1)
+                chars = max(min(max((len(v) for v in texts), default=1), LABEL_CHARS), min(words, 64))
+            else:
+                chars = max([len(self.header(name))] + [len(v) for v in texts])
+            weights.append(chars + 1.5)  # + the cell's padding, in characters
+        total = sum(weights)
+        return [round(100 * w / total, 2) for w in weights]
 
     def html_groups(self) -> list[list[list[tuple[str, str]]]]:
         """Rows for the HTML, grouped by group_column (one <tbody> each, kept on one page when it fits):
