@@ -55,13 +55,15 @@ def stage_ingest(landing: Path, db: Path) -> dict:
     return {"statuses": statuses, "step_seconds": steps}
 
 
-def stage_analyse(db: Path) -> dict:
-    """Cohort, analysis datasets and every results table as one run (vigil analyse without the snapshot)."""
+def stage_analyse(db: Path, variants: int = 0) -> dict:
+    """Cohort, analysis datasets and every results table as one run (vigil analyse without the snapshot);
+    variants = 1: with every SAP A12 sensitivity analysis (vigil analyse --variant all, as vigil run)."""
     from vigil import warehouse
     from vigil.analysis.runs import analyse
+    from vigil.analysis.variants import SENSITIVITY_ANALYSES
 
     con = warehouse.connect(db)
-    summary = analyse(con, {"benchmark": True})
+    summary = analyse(con, {"benchmark": True}, variants=list(SENSITIVITY_ANALYSES) if variants else None)
     con.close()
     return {"cohort": summary.cohort["cohort_size"], "step_seconds": summary.step_seconds}
 
@@ -320,20 +322,24 @@ def main() -> None:
         row["ingest_vs_bare"] = round(ratio(row["ingest"], row["bare_load"]), 1)
         row["pair_seconds"] = [(i["seconds"], b["seconds"]) for i, b in pairs]  # (ingest, bare load), every round
         row["analyse"] = run_stage("analyse", str(db))
+        row["analyse_variants"] = run_stage("analyse", str(db), "1")
         row["report"] = run_stage("report", str(db), str(work / "report"))
         results.append(row)
         print(json.dumps(row, default=str), flush=True)
         shutil.rmtree(landing)
     (ns.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print("\n| patients | rows | synth s (MB) | ingest s (MB) | bare load s (MB) | ingest / bare | every pair "
-          "| analyse s (MB) | of which the look s | report s (MB) |")
-    print("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+          "| analyse s (MB) | of which the look s | analyse with every variant s (MB) | of which the variants s "
+          "| report s (MB) |")
+    print("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in results:
         cells = [f"{r[k]['seconds']} ({r[k]['peak_rss_mb']:,.0f})" for k in ("synth", "ingest", "bare_load")]
         print(f"| {r['patients']:,} | {r['synth']['rows']:,} | {' | '.join(cells)} | {r['ingest_vs_bare']}x "
               f"| {', '.join(f'{i / b:.1f}x' for i, b in r['pair_seconds'])} "
               f"| {r['analyse']['seconds']} ({r['analyse']['peak_rss_mb']:,.0f}) "
               f"| {r['analyse']['step_seconds'].get('monitoring', '')} "
+              f"| {r['analyse_variants']['seconds']} ({r['analyse_variants']['peak_rss_mb']:,.0f}) "
+              f"| {r['analyse_variants']['step_seconds'].get('variants', '')} "
               f"| {r['report']['seconds']} ({r['report']['peak_rss_mb']:,.0f}) |")
 
 

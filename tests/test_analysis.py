@@ -152,3 +152,17 @@ def test_from_staging_rows_to_results():
     assert sex[2]["rate_per_1000py"] is None and sex[2]["note"].startswith("no patients")
     table = study.con.sql("SELECT * FROM results.cumulative_incidence_curves").pl()
     assert table.filter(pl.col("time") == 0)["estimate"].max() == 0
+
+
+def test_a_rate_ratio_model_that_cannot_be_fitted_is_null_with_a_note(ordinary, monkeypatch):
+    import numpy as np
+
+    from vigil.analysis import rate_ratios
+
+    def singular(*args):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(rate_ratios, "FITS", (("poisson", singular), ("negative_binomial", singular)))
+    rows = rate_ratios.rate_ratios(ordinary, {**SAP_LEVELS, "site": ["DK01", "NO02", "SE03"]})
+    assert rows.height > 0 and rows["rate_ratio"].is_nan().all() and rows["se"].is_nan().all()  # NULL when stored
+    assert (rows["note"] == "model not estimable: Singular matrix").all()
