@@ -25,6 +25,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from vigil.analysis.variants import MAIN
 from vigil.analysis import results
 from vigil.analysis import sap
 from vigil.cohort import strata
@@ -63,8 +64,8 @@ def run_levels(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, list[st
     levels: dict[str, list[str]] = {v: [] for v in sap.STRATIFIERS}
     rows = con.execute("""
         SELECT stratifier, stratum FROM results.incidence
-        WHERE run_id = ? AND variant = 'main' AND stratifier <> 'overall'
-        GROUP BY stratifier, stratum ORDER BY stratifier, min(stratum_order), stratum""", [run_id]).fetchall()
+        WHERE run_id = ? AND variant = ? AND stratifier <> 'overall'
+        GROUP BY stratifier, stratum ORDER BY stratifier, min(stratum_order), stratum""", [run_id, MAIN]).fetchall()
     for variable, level in rows:
         levels.setdefault(variable, []).append(level)
     return levels

@@ -17,12 +17,12 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from vigil.analysis.variants import MAIN  # the variant of the SAP's primary analysis
 from vigil.warehouse.sqlfiles import SqlFile, execute_file, sql_file
 
 RUNS = "runs"
 ATTRITION = "attrition"
 VARIANTS = "variants"
-MAIN = "main"  # the variant of the SAP's primary analysis (vigil.analysis.variants)
 
 
 def table_file(table: str) -> SqlFile:

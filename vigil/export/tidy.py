@@ -89,6 +89,7 @@ from typing import Callable, Iterable
 
 import polars as pl
 
+from vigil.analysis.variants import MAIN
 from vigil.inert import inert
 from vigil.report.disclosure import MIN_SHOWN, cell_key, is_small, neutralise_formula, pinned_cells, protect_relations
 
@@ -100,7 +101,6 @@ SEP = " &&& "
 SUPPRESSED = "-"  # omopgenerics::suppress
 MIN_CELL_COUNT = MIN_SHOWN
 PACKAGE = "vigil"
-MAIN = "main"
 FIRST_SETTINGS = ("result_type", "package_name", "package_version", "group", "strata", "additional", "min_cell_count")
 NA = None
 

@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from vigil.analysis import describe, monitoring
+from vigil.analysis.variants import MAIN
 from vigil.analysis import sap as analysis
 from vigil.cohort import strata
 
@@ -177,7 +178,7 @@ def _results(con, table: str, run_id: int, order: str = "") -> pl.DataFrame:
                               f"(no results.{table}): re-run the analyses (vigil analyse) and report the new run")
         raise ReportError(f"results.{table} is missing: the analyses have not been run into this warehouse")
     # the main analysis only (a warehouse made before variants existed has no column variant: all main)
-    variant = "AND variant = 'main'" if _has_column(con, table, "variant") else ""
+    variant = f"AND variant = '{MAIN}'" if _has_column(con, table, "variant") else ""
     frame = _frame(con, f'SELECT * EXCLUDE (variant) FROM results."{table}" WHERE run_id = ? {variant} {order}'
                    if variant else f'SELECT * FROM results."{table}" WHERE run_id = ? {order}', [run_id])
     if table == "cumulative_incidence_curves" and "time" in frame.columns:
@@ -194,8 +195,8 @@ def _variant_rows(con, table: str, run_id: int) -> pl.DataFrame:
     """The sensitivity analyses' rows of a results table (variant other than main), with their variant."""
     if not (_exists(con, "results", table) and _has_column(con, table, "variant")):
         return pl.DataFrame()
-    frame = _frame(con, f"SELECT * EXCLUDE (run_id) FROM results.\"{table}\" WHERE run_id = ? AND variant <> 'main' "
-                        "ORDER BY variant", [run_id])
+    frame = _frame(con, f"SELECT * EXCLUDE (run_id) FROM results.\"{table}\" WHERE run_id = ? AND variant <> ? "
+                        "ORDER BY variant", [run_id, MAIN])
     return frame.rename({"time": "day"}) if "time" in frame.columns else frame
 
 
@@ -227,8 +228,8 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> RunData:
     stratified = pl.col("model") == analysis.SITE_STRATIFIED
     v11["cox_site_stratified"] = frames["cox"].filter(stratified)
     frames["cox"] = frames["cox"].filter(~stratified)
-    variants = (_frame(con, "SELECT * EXCLUDE (run_id) FROM results.variants WHERE run_id = ? AND variant <> 'main' "
-                            "ORDER BY variant", [rid]) if _exists(con, "results", "variants") else pl.DataFrame())
+    variants = (_frame(con, "SELECT * EXCLUDE (run_id) FROM results.variants WHERE run_id = ? AND variant <> ? "
+                            "ORDER BY variant", [rid, MAIN]) if _exists(con, "results", "variants") else pl.DataFrame())
     sensitivity = {t: _variant_rows(con, t, rid) for t in VARIANT_TABLES} if variants.height else {}
     return RunData(run, database_path(con), frames["attrition"].sort("step"), incidence, frames["risk_windows"],
                    frames["cumulative_incidence"], frames["cumulative_incidence_curves"], frames["logrank"],

@@ -18,6 +18,7 @@ import math
 
 import polars as pl
 
+from vigil.analysis.variants import MAIN
 from vigil.report import figures as F
 from vigil.report import tables as T
 from vigil.report.data import OUTCOMES, STRATIFIERS, RunData
@@ -26,7 +27,6 @@ from vigil.report.disclosure import (LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, ce
 from vigil.report.protect import OVERALL, Protection, patients_key
 
 OUTCOME = "first_serious"
-MAIN = "main"
 
 
 def sensitivity_blocks(data: RunData, prot: Protection, block) -> list:
