@@ -53,6 +53,7 @@ R_OMOP_LIB ?= /usr/local/lib/R/vigil-omopgenerics
 reference: install
 	$(VENV)/bin/python tests/reference/make_datasets.py tests/reference/data
 	Rscript tests/reference/survival_reference.R tests/reference
+	$(VENV)/bin/python tests/reference/make_v11_datasets.py tests/reference/data
 	Rscript tests/reference/analysis_v11_reference.R tests/reference
 	Rscript tests/reference/aliased_reference.R tests/reference
 	Rscript tests/reference/sequential_reference.R tests/reference

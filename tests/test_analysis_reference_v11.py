@@ -1,7 +1,9 @@
-"""run_analyses' SAP v1.1 tables (A8-A11) and the A5 extras against R on the two reference datasets.
+"""run_analyses' SAP v1.1 tables (A8-A11) and the A5 extras against R on three reference datasets.
 
-The datasets (tests/reference/data/{ordinary,few_events}.csv, written by make_datasets.py) are loaded
-as analysis tables (tests/analysis_data.py), run_analyses fills the results tables, and every number of
+The datasets (tests/reference/data/{ordinary,few_events}.csv, written by make_datasets.py, and
+edge_cases.csv, written by make_v11_datasets.py: whole-day times on a 14-day grid, so events, deaths and
+censorings tie on most days; sites of one patient, with an event (D04) and with a death only (E05);
+charlson >=2 with patients but no event or episode) are loaded as analysis tables (tests/analysis_data.py), run_analyses fills the results tables, and every number of
 results.incidence_proportion, results.rate_ratios, results.fine_gray, results.standardised_rates,
 results.cox (model multivariable_site_stratified; the other models: test_analysis_reference.py),
 results.cox_models and results.cox_tests is compared with the committed output of
@@ -41,7 +43,7 @@ from analysis_data import REFERENCE, load_analysis
 
 from vigil.analysis.sap import run_analyses
 
-DATASETS = ("ordinary", "few_events")
+DATASETS = ("ordinary", "few_events", "edge_cases")
 TABLES = ("incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates", "cox", "cox_models",
           "cox_tests")
 # results.cox: only the site-stratified model here; R's file per table

@@ -3,7 +3,8 @@
 # reference datasets, computed with R (stats, survival, MASS, cmprsk, epitools).
 #
 # Usage (from the project root):  Rscript tests/reference/analysis_v11_reference.R tests/reference
-# Reads  <root>/data/<dataset>.csv   (ordinary, few_events: written by tests/reference/make_datasets.py)
+# Reads  <root>/data/<dataset>.csv   (ordinary, few_events: written by tests/reference/make_datasets.py;
+#        edge_cases: by tests/reference/make_v11_datasets.py)
 # Writes <root>/expected/<dataset>/{incidence_proportion,rate_ratios,fine_gray,standardised_rates}.csv,
 #        <root>/expected/<dataset>/{cox_site_stratified,cox_models,cox_tests}.csv
 #        and <root>/expected/<dataset>/versions_v11.csv
@@ -43,11 +44,12 @@
 #                             in those cells. Rates per 1,000 person-years.
 #
 # A5 (results.cox of model multivariable_site_stratified, results.cox_models, results.cox_tests), for
-# first_serious and first_opportunistic (as tests/analysis_data.py: the dataset again in ordinary; every
-# event censored in few_events, an outcome without events). Each model is fitted as survival_reference.R
-# fits results.cox: coxph(Surv(t, status == 1) ~ ..., ties = "efron") with coxph's default control;
-# patients of a level without events left out, a variable in the model when two or more of its levels
-# have events, factors over those levels in SAP order; + strata(site) for multivariable_site_stratified.
+# first_serious and first_opportunistic (as tests/analysis_data.py: the dataset again in ordinary and
+# edge_cases; every event censored in few_events, an outcome without events). Each model is fitted as
+# survival_reference.R fits results.cox: coxph(Surv(t, status == 1) ~ ..., ties = "efron") with coxph's
+# default control; patients of a level without events left out, a variable in the model when two or more
+# of its levels have events, factors over those levels in SAP order; + strata(site) for
+# multivariable_site_stratified.
 # (With coxph.control(eps = 1e-12, iter.max = 100) every value below moves by 3e-9 at most: not needed.)
 #   cox_site_stratified.csv   the multivariable model (A5 covariates) + strata(site): per non-reference SAP
 #                             level coef, se = sqrt(diag(fit$var)), HR, Wald CI exp(coef -+ qnorm(0.975) se),
@@ -102,7 +104,7 @@ suppressPackageStartupMessages({
 
 args <- commandArgs(trailingOnly = TRUE)
 root <- if (length(args) >= 1) args[1] else "tests/reference"
-datasets <- if (length(args) >= 2) args[-1] else c("ordinary", "few_events")
+datasets <- if (length(args) >= 2) args[-1] else c("ordinary", "few_events", "edge_cases")
 
 source(file.path(root, "sap_levels.R"))  # SAP_LEVELS, STRATIFIERS, MULTIVARIABLE, levels_of
 
@@ -390,8 +392,8 @@ standardised_rates <- function(d) {
 # ---------------------------------------------------------------------------------- A5
 
 a5_outcomes <- function(d, name) {
-  # as tests/analysis_data.py: first_opportunistic is the dataset again (ordinary) or the dataset with
-  # every event censored (few_events: an outcome without events)
+  # as tests/analysis_data.py: first_opportunistic is the dataset again (ordinary, edge_cases) or the
+  # dataset with every event censored (few_events: an outcome without events)
   opportunistic <- d
   if (name == "few_events") opportunistic$status[opportunistic$status == 1] <- 0L
   list(first_serious = d, first_opportunistic = opportunistic)
