@@ -39,7 +39,8 @@ def pytest_configure(config):
 # would leave one worker running it alone at the end. Longest first, as measured (docs/benchmarks.md).
 LONGEST_FIRST = ("test_wheel", "test_faults", "test_crash_safety", "test_report", "test_results_per_run",
                  "test_hostile_input", "test_cli_messages", "test_study_flow", "test_warehouse_integrity",
-                 "test_gx_validation", "test_quarantine_rules", "test_rendered_surfaces")
+                 "test_gx_validation", "test_quarantine_rules", "test_export", "test_rendered_surfaces",
+                 "test_variants")
 
 
 def pytest_collection_modifyitems(session, config, items):

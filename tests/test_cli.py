@@ -46,3 +46,27 @@ def test_ingest_exits_3_when_a_delivery_is_refused_and_loads_the_others(tmp_path
     assert result.returncode == 3, output
     assert "DK01_2026-06-30" in output and "accepted" in output and "Traceback" not in output
     assert f"{bad}, manifest.json: manifest is for study 'OTHER'" in output.replace("\n", "")
+
+
+@pytest.mark.slow  # a generated study, ingested and analysed with a sensitivity analysis
+def test_analyse_with_a_variant_runs_it_beside_the_main_analysis(tmp_path):
+    from vigil import warehouse
+    from vigil.ingest import validation
+    from vigil.ingest.load import ingest_delivery
+    from vigil.synth import synthesize_study
+
+    db = tmp_path / "wh" / "vigil.duckdb"
+    synth = synthesize_study(tmp_path / "landing", patients=300, sites=2, seed=3)
+    with warehouse.connect(db) as con:
+        warehouse.create_layout(con)
+        for folder in synth.deliveries:
+            ingest_delivery(con, folder, warehouse.gx_dir_for(db), validator=validation.SQL_RULE_COUNTS)
+    result = runner.invoke(app, ["analyse", "--db", str(db), "--variant", "course-gap-60",
+                                 "--variant", "censor-at-switch"])
+    assert result.exit_code in (0, 4), result.output  # 4: the look is in signal (a finding)
+    assert "sensitivity analyses (SAP A12): censor-at-switch, course-gap-60" in result.output
+    wrong = runner.invoke(app, ["analyse", "--db", str(db), "--variant", "gap-90"])
+    assert wrong.exit_code == 2 and "gap-90" in wrong.output
+    with warehouse.connect(db) as con:
+        assert con.sql("SELECT variant FROM results.variants ORDER BY variant").fetchall() == [
+            ("censor-at-switch",), ("course-gap-60",), ("main",)]

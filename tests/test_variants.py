@@ -131,6 +131,7 @@ MAIN_TABLES = ("incidence", "risk_windows", "cumulative_incidence", "logrank", "
                "observed_expected")
 
 
+@pytest.mark.slow  # a generated study analysed twice (the module fixture)
 @pytest.mark.parametrize("table", MAIN_TABLES)
 def test_the_main_analysis_is_the_same_with_or_without_variants(runs, table):
     def main(run_id):
@@ -140,6 +141,7 @@ def test_the_main_analysis_is_the_same_with_or_without_variants(runs, table):
     assert main(2).equals(main(1))
 
 
+@pytest.mark.slow
 def test_each_variant_is_recorded_with_its_parameters(runs):
     rows = runs.sql("SELECT variant, sensitivity, analyses, parameters FROM results.variants WHERE run_id = 2 "
                     "ORDER BY variant").pl()
@@ -156,6 +158,7 @@ def test_each_variant_is_recorded_with_its_parameters(runs):
     assert runs.sql("SELECT count(*) FROM results.variants WHERE run_id = 1").fetchall() == [(1,)]  # main only
 
 
+@pytest.mark.slow
 def test_a_variant_writes_only_its_analyses(runs):
     written = runs.sql("SELECT 'incidence' AS t, variant FROM results.incidence WHERE run_id = 2 UNION ALL "
                        "SELECT 'cox', variant FROM results.cox WHERE run_id = 2 UNION ALL "
@@ -174,6 +177,7 @@ def test_a_variant_writes_only_its_analyses(runs):
         assert variant_cox == [("first_serious", "multivariable"), ("first_serious", "multivariable_site_stratified")]
 
 
+@pytest.mark.slow
 def test_leaving_a_site_out_removes_exactly_its_patients(runs):
     overall = runs.sql("SELECT variant, n_patients, n_events FROM results.incidence WHERE run_id = 2 "
                        "AND outcome = 'first_serious' AND stratifier = 'overall'").pl()
@@ -185,6 +189,7 @@ def test_leaving_a_site_out_removes_exactly_its_patients(runs):
         assert (left["n_patients"], left["n_events"]) == (main["n_patients"] - n, main["n_events"] - events)
 
 
+@pytest.mark.slow
 def test_censoring_at_a_switch_never_adds_events_or_person_time(runs):
     rows = {r["variant"]: r for r in runs.sql(
         "SELECT variant, n_patients, n_events, person_years FROM results.incidence WHERE run_id = 2 "
@@ -194,18 +199,21 @@ def test_censoring_at_a_switch_never_adds_events_or_person_time(runs):
     assert switch["n_events"] <= main["n_events"] and switch["person_years"] <= main["person_years"]
 
 
+@pytest.mark.slow
 def test_leaving_out_a_site_without_patients_is_refused(runs):
     nowhere = Variant("leave-out-xx99", "no such site", ("A1",), leave_out_site="XX99")
     with pytest.raises(Exception, match="XX99.* has no patient in the cohort"):
         analyse(runs, variants=[nowhere])
 
 
+@pytest.mark.slow
 def test_a_second_run_of_the_same_variant_name_is_refused(runs):
     dup = Variant("censor-at-switch", "again", ("A1",), cohort={"censor_at_switch": True})
     with pytest.raises(ValueError, match="given twice"):
         analyse(runs, variants=["censor-at-switch", dup])
 
 
+@pytest.mark.slow
 def test_a_version_1_warehouse_is_migrated_its_rows_becoming_variant_main(tmp_path):
     db = tmp_path / "v1.duckdb"
     with warehouse.connect(db) as con:
