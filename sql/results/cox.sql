@@ -30,8 +30,18 @@ CREATE TABLE IF NOT EXISTS results.cox (
     ph_p_value DOUBLE,
     n_patients BIGINT NOT NULL,
     n_events BIGINT NOT NULL,
+    level_patients BIGINT,
+    level_events BIGINT,
+    reference_patients BIGINT,
+    reference_events BIGINT,
     note VARCHAR
 );
+
+-- a results.cox made before the level counts existed gets them (NULL for its earlier rows)
+ALTER TABLE results.cox ADD COLUMN IF NOT EXISTS level_patients BIGINT;
+ALTER TABLE results.cox ADD COLUMN IF NOT EXISTS level_events BIGINT;
+ALTER TABLE results.cox ADD COLUMN IF NOT EXISTS reference_patients BIGINT;
+ALTER TABLE results.cox ADD COLUMN IF NOT EXISTS reference_events BIGINT;
 
 COMMENT ON TABLE results.cox IS 'Cox models (Efron ties, death censored): hazard ratio with Wald 95% CI and p per non-reference level, univariable per stratum variable and multivariable; proportional-hazards test (cox.zph, km transform) per term and GLOBAL per model. Grain: run, outcome, model, variable and level (GLOBAL row: level NULL). SAP 4 (A5).';
 COMMENT ON COLUMN results.cox.run_id IS 'The run that made the row (results.runs).';
@@ -54,4 +64,8 @@ COMMENT ON COLUMN results.cox.ph_df IS 'Degrees of freedom of the PH test: the t
 COMMENT ON COLUMN results.cox.ph_p_value IS 'P-value of the PH test (chi-square, ph_df degrees of freedom). Small values suggest non-proportional hazards.';
 COMMENT ON COLUMN results.cox.n_patients IS 'Patients in the fitted model (after leaving out levels without events).';
 COMMENT ON COLUMN results.cox.n_events IS 'Events in the fitted model.';
+COMMENT ON COLUMN results.cox.level_patients IS 'Patients of the row''s level in the model''s data (before patients of levels without events are left out); NULL on the GLOBAL row. For disclosure control of the estimate (SAP 5).';
+COMMENT ON COLUMN results.cox.level_events IS 'Events of the row''s level in the model''s data; NULL on the GLOBAL row.';
+COMMENT ON COLUMN results.cox.reference_patients IS 'Patients of the reference level in the model''s data; NULL on the GLOBAL row.';
+COMMENT ON COLUMN results.cox.reference_events IS 'Events of the reference level in the model''s data; NULL on the GLOBAL row.';
 COMMENT ON COLUMN results.cox.note IS 'Why an estimate is NULL (no patients or no events in the level or the reference level, variable not in the model, model not converged) or a fitting message; NULL otherwise.';

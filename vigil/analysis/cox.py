@@ -27,6 +27,12 @@ class CoxRow:
     n_patients: int | None = None
     n_events: int | None = None
     note: str | None = None
+    # patients and events of the level and of its reference level in the counts given (before any is left
+    # out): what disclosure control needs to decide on the row's estimates (SAP 5)
+    level_patients: int | None = None
+    level_events: int | None = None
+    reference_patients: int | None = None
+    reference_events: int | None = None
 
 
 @dataclass
@@ -71,6 +77,8 @@ def cox_model(counts, variables: list[str], levels: dict[str, list[str]], stratu
             CoxRow("GLOBAL", None, n_patients=n_all, n_events=0, note=note)], n_all, 0, note=note)
     info = {}
     keep = pl.lit(True)
+    sizes = {v: {lv: (int(p), int(e)) for lv, p, e in counts.group_by(v).agg(
+        pl.col("n_leaving").sum(), pl.col("n_events").sum()).iter_rows()} for v in variables}
     for v in variables:
         by_level = dict(counts.group_by(v).agg(pl.col("n_events").sum()).iter_rows())
         present = [lv for lv in levels[v] if lv in by_level]
@@ -114,6 +122,8 @@ def cox_model(counts, variables: list[str], levels: dict[str, list[str]], stratu
         zph = result.zph.get(v) if result is not None else None
         for lv in levels[v][1:]:
             row = CoxRow(v, lv, n_patients=n_patients, n_events=n_events)
+            row.level_patients, row.level_events = sizes[v].get(lv, (0, 0))
+            row.reference_patients, row.reference_events = sizes[v].get(reference, (0, 0))
             if lv not in present:
                 row.note = "no patients in this level"
             elif lv not in with_events:

@@ -323,7 +323,8 @@ COX_SCHEMA = {
     "reference_level": pl.Utf8, "level_order": pl.Int32, "coef": pl.Float64, "se": pl.Float64,
     "hr": pl.Float64, "ci_lower": pl.Float64, "ci_upper": pl.Float64, "p_value": pl.Float64,
     "ph_chisq": pl.Float64, "ph_df": pl.Int32, "ph_p_value": pl.Float64, "n_patients": pl.Int64,
-    "n_events": pl.Int64, "note": pl.Utf8}
+    "n_events": pl.Int64, "level_patients": pl.Int64, "level_events": pl.Int64, "reference_patients": pl.Int64,
+    "reference_events": pl.Int64, "note": pl.Utf8}
 COX_MODELS_SCHEMA = {
     "outcome": pl.Utf8, "model": pl.Utf8, "covariates": pl.Utf8, "loglik": pl.Float64, "loglik_null": pl.Float64,
     "aic": pl.Float64, "concordance": pl.Float64, "concordance_se": pl.Float64, "n_patients": pl.Int64,
@@ -354,7 +355,9 @@ class _CoxFrames:
                 "level_order": None if is_global else levels[row.variable].index(row.level) + 1,
                 "coef": row.coef, "se": row.se, "hr": row.hr, "ci_lower": row.ci_lower, "ci_upper": row.ci_upper,
                 "p_value": row.p_value, "ph_chisq": row.ph_chisq, "ph_df": row.ph_df, "ph_p_value": row.ph_p_value,
-                "n_patients": row.n_patients, "n_events": row.n_events, "note": row.note})
+                "n_patients": row.n_patients, "n_events": row.n_events, "level_patients": row.level_patients,
+                "level_events": row.level_events, "reference_patients": row.reference_patients,
+                "reference_events": row.reference_events, "note": row.note})
         self.models.append({**key, "loglik": fitted.loglik, "loglik_null": fitted.loglik_null, "aic": fitted.aic,
                             "concordance": fitted.concordance, "concordance_se": fitted.concordance_se,
                             "n_patients": fitted.n_patients, "n_events": fitted.n_events, "note": fitted.note})

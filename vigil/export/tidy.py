@@ -60,8 +60,8 @@ Disclosure control (SAP 5), the same as the report's:
   windows add up to it; a variant that leaves a site out plus that site's stratum of the main analysis
   add up to the main total) protected by complementary suppression. A count that is a total of the same
   patients as a published cell is that cell; one that should be and differs is suppressed. A
-  variant's Cox or Fine-Gray estimate is hidden when the main analysis hides it or the model has 1-4
-  events (the variant's own per-level counts are not in the results).
+  variant's Cox estimate is hidden when the main analysis hides it, or the model, the level or its
+  reference has 1-4 patients or events in the variant's own data (results.cox level_* and reference_*).
 - All cells (the report's plan and the export's own) are solved together once more
   (vigil.report.disclosure.protect_relations), so a relation across tables cannot reopen a cell; a
   relation left pinned with a cell not suppressed stops the export.
@@ -412,7 +412,9 @@ def _cox_like(ctx: Context, frame: pl.DataFrame, column: str, ratio: str, events
         else:  # not in the report: the level's and the reference's patients and first events, as the report's Cox
             keys = [cell_key("patients", variable, lv) for lv in (level, reference)]
             events = [ctx.value(cell_key("events", events_outcome or o, variable, lv)) for lv in (level, reference)]
-            hidden = bool(main_hidden) or any(is_small(n) for n in events) or is_small(r.get("n_events"))
+            hidden = (bool(main_hidden) or any(is_small(n) for n in events) or is_small(r.get("n_events"))
+                      or any(is_small(r.get(c)) for c in ("level_patients", "level_events", "reference_patients",
+                                                          "reference_events")))
             depends = keys
         _estimates(rows, group, (), variable, {
             ratio: _num(r.get(column)), "ci_lower": _num(r.get("ci_lower")), "ci_upper": _num(r.get("ci_upper")),

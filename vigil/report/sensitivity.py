@@ -5,9 +5,9 @@ analysis, from the run's results (results.variants and the variants' rows), unde
   - the risk windows (A2) under each course gap;
   - the multivariable hazard ratios (A5) of each variant beside the main ones, as a table and a forest plot.
 
-A variant's hazard ratio is shown only where the main analysis shows that level's (the level and its
-reference have 5 or more patients and events in the whole cohort) and the variant's model has 5 or more
-events; a variant's counts are cells of the report's disclosure plan (vigil.report.protect), where leaving
+A variant's hazard ratio is shown only where the main analysis shows that level's and where, in the
+variant's own data, the level and its reference have no count of patients or events of 1-4 (results.cox
+level_patients, level_events, reference_patients, reference_events); a variant's counts are cells of the report's disclosure plan (vigil.report.protect), where leaving
 a site out ties the variant's total to the site's own counts.
 """
 
@@ -139,10 +139,16 @@ def hazard_ratio_rows(data: RunData, prot: Protection) -> tuple[list[dict], list
         estimates = {MAIN: _estimate(main, shown)}
         for v in variants[1:]:
             vr = by_variant.get((v, r["variable"], r["level"]))
-            estimates[v] = _estimate(vr, shown and vr is not None and not is_small(vr["n_events"])) if vr else None
+            estimates[v] = _estimate(vr, shown and not _small_cells(vr)) if vr else None
         rows.append({"group": STRATIFIERS.get(r["variable"], r["variable"]), "label": r["level"],
                      "estimates": estimates})
     return rows, variants
+
+
+def _small_cells(r: dict) -> bool:
+    """The variant's model, the level or its reference has 1-4 patients or events in the variant's data."""
+    return any(is_small(r.get(c)) for c in ("n_events", "level_patients", "level_events", "reference_patients",
+                                               "reference_events"))
 
 
 def _estimate(r: dict | None, shown: bool):
@@ -174,8 +180,8 @@ def hazard_ratio_table(rows: list[dict], variants: list[str]) -> T.Table:
                    "sensitivity analysis (A5)", T._text_frame(out, cols), ["Variable", "Level"], [],
                    group_column="Variable", wide=len(variants) > 4,
                    notes=["Hazard ratio (95% CI) against the reference level; main: the primary analysis. An HR is "
-                          f"suppressed ({SUPPRESSED}) where the main analysis suppresses it or the variant's model has "
-                          f"1–4 events ({LESS_THAN_5}).", T.LEGEND])
+                          f"suppressed ({SUPPRESSED}) where the main analysis suppresses it, or where in the variant "
+                          f"the level or its reference has 1–4 patients or events ({LESS_THAN_5}).", T.LEGEND])
 
 
 def _json_list(value) -> list[str]:
