@@ -398,3 +398,12 @@ if __name__ == "__main__":
         for aggregated in (False, True):
             print(dataset, "aggregated" if aggregated else "patients",
                   {k: f"{v:.1e}" for k, v in differences(dataset, aggregated).items()})
+
+
+def test_fewer_distinct_rows_than_columns_leaves_the_extra_columns_aliased():
+    # two rows of patients in the risk sets, four dummy columns: at most one column can be estimated
+    time = np.array([1.0, 2.0, 3.0])
+    status = np.array([1, 1, 0])
+    X = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
+    fit = fine_gray(time, status, X, names=["a", "b", "c", "d"], counts=np.array([3, 2, 1]))
+    assert np.isnan(fit.coef).sum() >= 3 and "aliased" in fit.note

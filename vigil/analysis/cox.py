@@ -147,7 +147,8 @@ def cox_model(counts, variables: list[str], levels: dict[str, list[str]], stratu
     if result is None:
         global_row.note = model_note
     else:
-        global_row.ph_chisq, global_row.ph_df, global_row.ph_p_value = result.zph["GLOBAL"]
+        if "GLOBAL" in result.zph:  # not when every column is aliased (no term to test)
+            global_row.ph_chisq, global_row.ph_df, global_row.ph_p_value = result.zph["GLOBAL"]
         dropped = [v for v in variables if v not in in_model]
         global_row.note = "; ".join(filter(None, [
             result.note,

@@ -272,11 +272,13 @@ def _aliased(X, rows, count):
     columns, aliased = list(range(p)), {}
     while columns:
         r = np.linalg.qr(centred[:, columns], mode="r")
-        small = np.abs(np.diag(r)) <= ALIAS_TOLERANCE * np.maximum(norms[columns], 1.0)
+        diagonal = np.zeros(len(columns))  # fewer rows than columns: those past the rank are aliased
+        diagonal[:min(r.shape)] = np.abs(np.diag(r))
+        small = diagonal <= ALIAS_TOLERANCE * np.maximum(norms[columns], 1.0)
         if not small.any():
             break
         k = int(np.argmax(small))
-        aliased[columns[k]] = [columns[i] for i in range(k) if abs(r[i, k]) > ALIAS_TOLERANCE]
+        aliased[columns[k]] = [columns[i] for i in range(min(k, r.shape[0])) if abs(r[i, k]) > ALIAS_TOLERANCE]
         del columns[k]
     return aliased
 
