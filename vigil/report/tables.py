@@ -666,7 +666,9 @@ def incidence_proportion_table(data: RunData, prot: Protection) -> Table | None:
                  notes=["Cases: patients whose first serious infection falls on or before the day. n: the cases plus "
                         "the patients followed to the day without it, or who died before it without it; patients "
                         "censored alive before the day are left out. % with the exact Clopper–Pearson 95% CI.",
-                        LEGEND])
+                        "A case counts whatever its follow-up would have been, a non-case only when followed to the "
+                        "day: where many patients are censored before the day the proportion is biased upwards. "
+                        "The cumulative incidence (A3, A4) above accounts for censoring.", LEGEND])
 
 
 def standardised_rate_table(data: RunData, prot: Protection) -> Table | None:
