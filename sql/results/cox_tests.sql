@@ -1,8 +1,8 @@
 -- results.cox_tests
--- Purpose: a joint test per variable of the A5 multivariable Cox models (SAP 4): does the variable
+-- Purpose: a joint test per variable of the A5 multivariable Cox model (SAP 4): does the variable
 --          (all its levels together) add to the model with the others?
--- Grain:   one row per run, variant, outcome, model (multivariable, multivariable_site_stratified) and
---          variable.
+-- Grain:   one row per run, variant, outcome, model (multivariable) and variable. The site-stratified
+--          model has none: the SAP asks for the multivariable model's, and each test is a refit.
 -- Rules:   Wald: b' V^-1 b over the variable's estimated coefficients (df = their number); likelihood
 --          ratio: as R drop1(fit, test = "Chisq"), 2 (loglik of the model - loglik refitted without the
 --          variable on the same patients). A variable not in the model (fewer than two levels with
@@ -25,11 +25,11 @@ CREATE TABLE IF NOT EXISTS results.cox_tests (
     PRIMARY KEY (run_id, variant, outcome, model, variable)
 );
 
-COMMENT ON TABLE results.cox_tests IS 'Joint Wald and likelihood-ratio (drop1) test of each variable of the A5 multivariable Cox models. Grain: run, variant, outcome, model, variable. SAP 4 (A5).';
+COMMENT ON TABLE results.cox_tests IS 'Joint Wald and likelihood-ratio (drop1) test of each variable of the A5 multivariable Cox model. Grain: run, variant, outcome, model, variable. SAP 4 (A5).';
 COMMENT ON COLUMN results.cox_tests.run_id IS 'The run that made the row (results.runs).';
 COMMENT ON COLUMN results.cox_tests.variant IS 'The analysis the row belongs to: main = the SAP''s primary analysis; any other name = a sensitivity analysis (SAP A12), described in results.variants.';
 COMMENT ON COLUMN results.cox_tests.outcome IS 'first_serious or first_opportunistic.';
-COMMENT ON COLUMN results.cox_tests.model IS 'multivariable or multivariable_site_stratified.';
+COMMENT ON COLUMN results.cox_tests.model IS 'multivariable (the A5 multivariable model).';
 COMMENT ON COLUMN results.cox_tests.covariates IS 'The model''s covariates, comma-separated, in model order.';
 COMMENT ON COLUMN results.cox_tests.variable IS 'The variable tested (all its non-reference levels jointly).';
 COMMENT ON COLUMN results.cox_tests.wald_chisq IS 'Wald chi-square b'' V^-1 b over the variable''s estimated coefficients.';

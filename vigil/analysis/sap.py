@@ -82,13 +82,12 @@ def run_variant(con: duckdb.DuckDBPyConnection, run_id: int, variant, levels: di
     analyses to the results tables as run `run_id`, variant `variant.name`:
       A1  the overall rate of the primary outcome (results.incidence);
       A2  the risk windows (results.risk_windows);
-      A5  the multivariable Cox model of the primary outcome, also stratified by site (results.cox,
-          cox_models, cox_tests);
+      A5  the multivariable Cox model of the primary outcome (results.cox, cox_models);
       A9  the rate ratios by risk window (results.rate_ratios).
     A variant that leaves a site out reads the analysis datasets without that site's patients."""
     from vigil.analysis import rate_ratios
 
-    tables = {"A1": ["incidence"], "A2": ["risk_windows"], "A5": COX_TABLES, "A9": ["rate_ratios"]}
+    tables = {"A1": ["incidence"], "A2": ["risk_windows"], "A5": ["cox", "cox_models"], "A9": ["rate_ratios"]}
     results.prepare(con, run_id, [t for a in variant.analyses for t in tables[a]], variant.name)
     outcomes, windows = "analysis.outcomes", "analysis.risk_windows"
     if variant.leave_out_site is not None and variant.leave_out_site not in levels.get("site", []):
@@ -370,15 +369,19 @@ class _CoxFrames:
                     if test else {"note": "not in the model (fewer than two levels with events)"
                                   if fitted.tests or fitted.note is None else fitted.note})})
 
-    def multivariable(self, con, outcome: str, levels, outcomes: str = "analysis.outcomes") -> None:
-        """The A5 multivariable model and the same with a baseline hazard per site (strata(site))."""
-        for model, stratum in (("multivariable", None), (SITE_STRATIFIED, "site")):
+    def multivariable(self, con, outcome: str, levels, outcomes: str = "analysis.outcomes",
+                      extras: bool = True) -> None:
+        """The A5 multivariable model; with extras, the joint tests of its variables (cox_tests) and the same
+        model with a baseline hazard per site (strata(site), without joint tests: not asked for, a refit each).
+        A sensitivity analysis needs neither (SAP A12: A5's multivariable hazard ratios)."""
+        for model, stratum in (("multivariable", None), (SITE_STRATIFIED, "site"))[:2 if extras else 1]:
             counts = _frame(con, f"""
                 SELECT t, {", ".join(MULTIVARIABLE)}{", site" if stratum else ""},
                        count(*) FILTER (WHERE status = 1) AS n_events, count(*) AS n_leaving
                 FROM {outcomes} WHERE outcome = $outcome
                 GROUP BY ALL ORDER BY ALL""", {"outcome": outcome})  # ordered: the same sums, to the last bit
-            self.add(outcome, model, list(MULTIVARIABLE), counts, levels, stratum, joint_tests=True)
+            self.add(outcome, model, list(MULTIVARIABLE), counts, levels, stratum,
+                     joint_tests=extras and stratum is None)
 
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"cox": pl.DataFrame(self.cox, schema=COX_SCHEMA),
@@ -399,6 +402,7 @@ def _cox(con, daily: pl.DataFrame, levels) -> dict[str, pl.DataFrame]:
 
 
 def _cox_multivariable(con, outcome: str, levels, outcomes: str) -> dict[str, pl.DataFrame]:
+    """A sensitivity analysis's A5: the multivariable model (SAP A12) and its fit summary."""
     fits = _CoxFrames()
-    fits.multivariable(con, outcome, levels, outcomes)
+    fits.multivariable(con, outcome, levels, outcomes, extras=False)
     return fits.frames()
