@@ -105,10 +105,10 @@ def run_parameters(given: dict | None, codelists: dict | None, surveillance: Sur
 
 def resolve_variants(given: list[Variant | str], sites: list[str]) -> list[Variant]:
     """The SAP A12 variants named (leave-one-site-out: one per site) and the Variants given, each once."""
-    names = [g for g in given if isinstance(g, str)]
-    variants = sensitivity_variants(names, sites) + [g for g in given if isinstance(g, Variant)]
     if any(not isinstance(g, (str, Variant)) for g in given):
         raise TypeError("variants: names of SAP sensitivity analyses or vigil.analysis.variants.Variant")
+    names = [g for g in given if isinstance(g, str)]
+    variants = sensitivity_variants(names, sites) + [g for g in given if isinstance(g, Variant)]
     check_unique(variants)
     return variants
 
@@ -133,10 +133,11 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     parameters: what the caller wants recorded (e.g. paths), kept beside every parameter that changes a
     number (run_parameters). earlier_steps: timings of what the same flow run did before (the ingest),
     recorded with the run's own. surveillance: the sequential settings of SAP 7 (A14), fixed at its first
-    look (vigil.analysis.monitoring). variants: sensitivity analyses (SAP A12, vigil.analysis.variants:
-    a name of SENSITIVITY_ANALYSES, or a statistician's own Variant) computed in the same run, each under its name in the results tables' variant column; those that
-    change the cohort build it with their parameters before the main analysis builds it with the SAP's,
-    so that cohort.* and analysis.* hold the main analysis's datasets afterwards. started_at and finished_at are taken in Python: the start before the
+    look (vigil.analysis.monitoring). variants: sensitivity analyses (SAP A12, vigil.analysis.variants: a
+    name of SENSITIVITY_ANALYSES, or a statistician's own Variant) computed in the same run, each under its
+    name in the results tables' column variant; those that change the cohort build it with their
+    parameters before the main analysis builds it with the SAP's, so that cohort.* and analysis.* hold the
+    main analysis's datasets afterwards. started_at and finished_at are taken in Python: the start before the
     transaction begins, the end after the last result is written (DuckDB's current_timestamp would be the
     transaction's start)."""
     from vigil.analysis.describe import run_descriptives
