@@ -91,6 +91,7 @@ import polars as pl
 
 from vigil.analysis.variants import MAIN
 from vigil.inert import inert
+from vigil.report.data import json_value
 from vigil.report.disclosure import MIN_SHOWN, cell_key, is_small, neutralise_formula, pinned_cells, protect_relations
 
 COLUMNS = ("result_id", "cdm_name", "group_name", "group_level", "strata_name", "strata_level", "variable_name",
@@ -169,7 +170,7 @@ class Context:
         self.cox_hidden = cox_hidden  # (outcome, model, variable, level) -> hidden, main analysis
         self.observed_shown = observed_shown  # A13 cells the report's monitoring section shows
         self.variant = MAIN
-        self.left_out: dict[str, str] = {}  # variant -> the site it leaves out (SAP A12 b)
+        self.left_out: dict[str, str] = data.left_out_sites  # variant -> the site it leaves out (SAP A12 b)
         self.cells: dict[str, tuple[float, str, bool]] = {}  # the export's own: key -> (value, kind, primary)
         self.relations: list[tuple[str, str, str]] = []
         self.relation_ids: set[str] = set()
@@ -686,15 +687,6 @@ def build_opportunistic_terms(ctx: Context, frame: pl.DataFrame) -> list[Estimat
             for r in frame.iter_rows(named=True)]
 
 
-def _json(value):
-    if value is None or isinstance(value, (dict, list)):
-        return value
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def build_looks(ctx: Context, frame: pl.DataFrame) -> list[Estimate]:
     rows: list[Estimate] = []
     for r in frame.iter_rows(named=True):
@@ -702,11 +694,11 @@ def build_looks(ctx: Context, frame: pl.DataFrame) -> list[Estimate]:
         _estimates(rows, group, (), "look", {"look": r["look"]}, kind="integer")
         _estimates(rows, group, (), "look", {"new_look": r["new_look"]}, kind="logical")
         _estimates(rows, group, (), "look", {"note": r.get("note")}, kind="character")
-        for site, cut in sorted((_json(r["data_cuts"]) or {}).items()):
+        for site, cut in sorted((json_value(r["data_cuts"]) or {}).items()):
             _estimates(rows, group, (), "data_cut", {"date": cut}, level=site, kind="date")
-        for site, delivery in sorted((_json(r["delivery_ids"]) or {}).items()):
+        for site, delivery in sorted((json_value(r["delivery_ids"]) or {}).items()):
             _estimates(rows, group, (), "delivery", {"id": delivery}, level=site, kind="integer")
-        for name, value in sorted((_json(r["settings"]) or {}).items()):
+        for name, value in sorted((json_value(r["settings"]) or {}).items()):
             kind = ("logical" if isinstance(value, bool) else "integer" if isinstance(value, int)
                     else "numeric" if isinstance(value, float) else "character")
             _estimates(rows, group, (), "sequential_settings", {"value": value}, level=name, kind=kind)
@@ -884,11 +876,6 @@ def build_tidy(frames: dict[str, pl.DataFrame], data, study_id: str) -> TidyTabl
     table without a mapping is left out (TidyTable.unmapped; the tests refuse one)."""
     prot, cox_hidden, shown = _report_plan(data)
     ctx = Context(data, prot, cox_hidden, shown)
-    if "variants" in frames and "parameters" in frames["variants"].columns:
-        for r in frames["variants"].iter_rows(named=True):
-            site = (_json(r["parameters"]) or {}).get("leave_out_site")
-            if site:
-                ctx.left_out[r["variant"]] = str(site)
     results: list[Result] = []
     for table, mapping in MAPPINGS.items():
         if table not in frames or mapping.build is None:

@@ -73,6 +73,13 @@ class RunData:
     variants: pl.DataFrame = field(default_factory=pl.DataFrame)  # results.variants of the run (sensitivity)
     sensitivity: dict[str, pl.DataFrame] = field(default_factory=dict)  # VARIANT_TABLES: the variants' rows
 
+    @property
+    def left_out_sites(self) -> dict[str, str]:
+        """Variant -> the site it leaves out, for the variants that leave one out (results.variants)."""
+        sites = {r["variant"]: (json_value(r["parameters"]) or {}).get("leave_out_site")
+                 for r in self.variants.iter_rows(named=True)} if self.variants.height else {}
+        return {v: str(s) for v, s in sites.items() if s}
+
     def table(self, name: str) -> pl.DataFrame:
         """A SAP v1.1 table of the run (main analysis); empty when the run did not compute it."""
         return self.v11.get(name, pl.DataFrame())
@@ -135,7 +142,8 @@ def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool
                 "AND table_name = ? AND column_name = ?", [table, column])[0] > 0
 
 
-def _json(value):
+def json_value(value):
+    """A JSON column of results.* as Python (DuckDB hands JSON over as text); text that is not JSON as is."""
     if value is None or isinstance(value, (dict, list)):
         return value
     try:
@@ -162,7 +170,7 @@ def select_run(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict:
     if run["status"] != "completed":
         raise ReportError(f"run {run_id} has status {run['status']!r}, not completed")
     for key in ("codelist_versions", "parameters", "deliveries", "step_seconds"):
-        run[key] = _json(run.get(key))
+        run[key] = json_value(run.get(key))
     return run
 
 

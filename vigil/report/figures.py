@@ -173,6 +173,24 @@ def _forest_axis(ax, y, est, lo, hi, colour, marker="s", size=4.5):
                 elinewidth=1.0, capsize=2)
 
 
+def _group_labels(rows: list[dict]) -> list[str]:
+    """A forest plot's row labels: "group: label" on a group's first row, the label alone on the others."""
+    labels, previous = [], None
+    for r in rows:
+        labels.append(f"{r['group']}: {r['label']}" if r["group"] != previous else r["label"])
+        previous = r["group"]
+    return labels
+
+
+def _log_x(ax, ticks) -> None:
+    """A log x axis with plain-number ticks (text, not mathtext: parse_math is off) among `ticks`."""
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.set_xticks([t for t in ticks if low <= t <= high])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 @_cached
 def incidence_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | None:
     """rows: group, label, rate, lo, hi, shown (bool), note (text for rows not drawn)."""
@@ -182,12 +200,8 @@ def incidence_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figur
     n = len(rows)
     fig, ax = plt.subplots(figsize=(WIDTH, 0.17 * n + 0.9))
     ys = list(range(n, 0, -1))
-    labels = []
-    previous_group = None
+    labels = _group_labels(rows)
     for y, r in zip(ys, rows):
-        group = r["group"] if r["group"] != previous_group else ""
-        previous_group = r["group"]
-        labels.append(f"{group}: {r['label']}" if group else r["label"])
         if r["shown"]:
             colour = "#000000" if r["group"] == "Overall" else COLOURS[0]
             _forest_axis(ax, y, r["rate"], r["lo"], r["hi"], colour, "D" if r["group"] == "Overall" else "s")
@@ -268,10 +282,7 @@ def cox_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | No
         ax.set_xlabel("Hazard ratio (95% CI, log scale)")
         ax.set_title(title, loc="left")
         ax.grid(axis="x", color="#dddddd", lw=0.5)
-    labels, previous = [], None
-    for r in rows:
-        labels.append(f"{r['group']}: {r['label']}" if r["group"] != previous else r["label"])
-        previous = r["group"]
+    labels = _group_labels(rows)
     axes[0].set_yticks(ys)
     axes[0].set_yticklabels(labels)
     axes[0].set_ylim(0.3, n + 0.7)
@@ -405,23 +416,16 @@ def sir_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | No
     n = len(rows)
     fig, ax = plt.subplots(figsize=(WIDTH, 0.17 * n + 0.9))
     ys = list(range(n, 0, -1))
-    labels, previous_group = [], None
+    labels = _group_labels(rows)
     lo_all = min(r["lo"] for r in drawable)
     for y, r in zip(ys, rows):
-        group = r["group"] if r["group"] != previous_group else ""
-        previous_group = r["group"]
-        labels.append(f"{group}: {r['label']}" if group else r["label"])
         if id(r) in keys:
             _forest_axis(ax, y, r["sir"], r["lo"], r["hi"], "#000000" if r["group"] == "Overall" else COLOURS[0],
                          "D" if r["group"] == "Overall" else "s")
         else:
             ax.text(lo_all, y, r["note"] or "not estimable", va="center", ha="left", fontsize=7, color="#555555")
     ax.axvline(1.0, color="#7f7f7f", lw=0.7, ls="--")
-    ax.set_xscale("log")
-    low, high = ax.get_xlim()
-    ax.set_xticks([t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200) if low <= t <= high])
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # text, not mathtext (parse_math is off)
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_x(ax, (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200))
     ax.set_yticks(ys)
     ax.set_yticklabels(labels)
     ax.set_ylim(0.3, n + 0.7)
@@ -450,16 +454,9 @@ def variant_forest(outcome_label: str, variants: list[str], rows: list[dict], fi
             if v in r["estimates"]:
                 hr, lo, hi = r["estimates"][v]
                 _forest_axis(ax, y + 0.35 - step * (i + 0.5), hr, lo, hi, colours[v], "D" if i == 0 else "s", size=3.5)
-    labels, previous = [], None
-    for r in rows:
-        labels.append(f"{r['group']}: {r['label']}" if r["group"] != previous else r["label"])
-        previous = r["group"]
+    labels = _group_labels(rows)
     ax.axvline(1.0, color="#7f7f7f", lw=0.7)
-    ax.set_xscale("log")
-    low, high = ax.get_xlim()
-    ax.set_xticks([t for t in (0.1, 0.25, 0.5, 1, 2, 4, 8, 16) if low <= t <= high])
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_x(ax, (0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
     ax.set_yticks(ys)
     ax.set_yticklabels(labels)
     ax.set_ylim(0.3, n + 0.7)

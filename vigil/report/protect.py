@@ -7,7 +7,6 @@ person-years are the total of the risk windows."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -141,8 +140,7 @@ def build_protection(data: RunData, at_risk: pl.DataFrame) -> Protection:
     # A12: each variant's overall patients, events and person-years of the primary outcome; leaving a site
     # out, the main total = the variant's + the site's (so a site's suppressed count stays hidden)
     sens = data.sensitivity.get("incidence", pl.DataFrame())
-    left_out = {r["variant"]: json.loads(r["parameters"]).get("leave_out_site")
-                for r in data.variants.iter_rows(named=True)} if data.variants.height else {}
+    left_out = data.left_out_sites
     for row in sens.iter_rows(named=True):
         v, outcome = row["variant"], row["outcome"]
         keys = {"patients": reg.add(cell_key("v_patients", v), row["n_patients"]),

@@ -13,7 +13,6 @@ a site out ties the variant's total to the site's own counts.
 
 from __future__ import annotations
 
-import json
 import math
 
 import polars as pl
@@ -21,7 +20,7 @@ import polars as pl
 from vigil.analysis.variants import MAIN
 from vigil.report import figures as F
 from vigil.report import tables as T
-from vigil.report.data import OUTCOMES, STRATIFIERS, RunData
+from vigil.report.data import OUTCOMES, STRATIFIERS, RunData, json_value
 from vigil.report.disclosure import (LESS_THAN_5, NOT_APPLICABLE, SUPPRESSED, cell_key, format_estimate,
                                      format_interval, is_small)
 from vigil.report.protect import OVERALL, Protection, patients_key
@@ -53,7 +52,7 @@ def variants_table(data: RunData) -> T.Table:
              "Analyses": "all"}]
     for r in data.variants.iter_rows(named=True):
         rows.append({"Variant": r["variant"], "Sensitivity analysis": r["sensitivity"] or "—",
-                     "What it changes": r["description"], "Analyses": ", ".join(_json_list(r["analyses"]))})
+                     "What it changes": r["description"], "Analyses": ", ".join(json_value(r["analyses"]))})
     cols = ["Variant", "Sensitivity analysis", "What it changes", "Analyses"]
     return T.Table("variants", "Sensitivity analyses of this run (SAP A12)", T._text_frame(rows, cols), cols, [],
                    notes=["Each sensitivity analysis is a named variant of the run, computed from the same deliveries "
@@ -182,7 +181,3 @@ def hazard_ratio_table(rows: list[dict], variants: list[str]) -> T.Table:
                    notes=["Hazard ratio (95% CI) against the reference level; main: the primary analysis. An HR is "
                           f"suppressed ({SUPPRESSED}) where the main analysis suppresses it, or where in the variant "
                           f"the level or its reference has 1–4 patients or events ({LESS_THAN_5}).", T.LEGEND])
-
-
-def _json_list(value) -> list[str]:
-    return json.loads(value) if isinstance(value, str) else list(value or [])
