@@ -114,8 +114,7 @@ WINDOWS <- data.frame(window = c("0-30", "31-90", "91-365", ">365"), first_day =
 WINDOW_LEVELS <- c(">365", "0-30", "31-90", "91-365")   # reference first
 STANDARD <- c("age_group", "sex")
 PER <- 1000
-MASK_INIT <- -20
-ALIAS_TOLERANCE <- 1e-9
+source(file.path(root, "crr_limit.R"))  # crr_design, MASK_INIT, ALIAS_TOLERANCE
 z975 <- qnorm(0.975)
 
 write_out <- function(frame, dir, name) {
@@ -299,20 +298,10 @@ fg_model <- function(d, vars, model) {
   fit <- NULL
   fit_error <- NA_character_
   if (!is.null(X)) {
-    in_risk <- (d$t >= min(d$t[event]) | d$status == 2) & !masked
-    q <- qr(cbind(1, X[in_risk, , drop = FALSE]), tol = ALIAS_TOLERANCE)
-    if (q$rank < ncol(X) + 1) {
-      drop <- q$pivot[(q$rank + 1):(ncol(X) + 1)] - 1
-      aliased <- colnames(X)[drop]
-      X <- X[, -drop, drop = FALSE]
-    }
-    if (ncol(X) > 0) {
-      init <- rep(0, ncol(X))
-      if (any(masked)) {
-        X <- cbind(X, masked = as.numeric(masked))
-        init <- c(init, MASK_INIT)
-      }
-      run <- capture(crr(d$t, d$status, X, init = init))
+    design <- crr_design(d, X, masked)
+    aliased <- design$aliased
+    if (ncol(design$X) > 0) {
+      run <- capture(crr(d$t, d$status, design$X, init = design$init))
       if (inherits(run$value, "fit_error")) fit_error <- run$value else fit <- run$value
     }
   }
@@ -519,10 +508,7 @@ cox_a5_all <- function(d, name) {
 }
 
 for (name in datasets) {
-  d <- read.csv(file.path(root, "data", paste0(name, ".csv")), colClasses = c(
-    patient_id = "character", t = "numeric", status = "integer", t_followup = "numeric", n_serious = "numeric",
-    site = "character", sex = "character", age_group = "character", charlson = "character",
-    prior_dmt = "character", prior_high_efficacy = "character", edss = "character"))
+  d <- read_patients(root, name)
   out <- file.path(root, "expected", name)
   dir.create(out, recursive = TRUE, showWarnings = FALSE)
   write_out(incidence_proportion(d), out, "incidence_proportion.csv")

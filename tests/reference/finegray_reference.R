@@ -34,9 +34,7 @@ root <- if (length(args) >= 1) args[1] else "tests/reference"
 datasets <- if (length(args) >= 2) args[-1] else c("ordinary", "few_events", "finegray_ties")
 
 source(file.path(root, "sap_levels.R"))  # SAP_LEVELS, STRATIFIERS, MULTIVARIABLE, levels_of
-MASK_INIT <- -20
-ALIAS_TOLERANCE <- 1e-9
-
+source(file.path(root, "crr_limit.R"))  # crr_design, MASK_INIT, ALIAS_TOLERANCE
 
 fg_model <- function(d, vars, model) {
   event <- d$status == 1
@@ -56,21 +54,9 @@ fg_model <- function(d, vars, model) {
   aliased <- character(0)
   fit <- NULL
   if (any(event) && ncol(X) > 0) {
-    in_risk <- (d$t >= min(d$t[event]) | d$status == 2) & !masked
-    q <- qr(cbind(1, X[in_risk, , drop = FALSE]), tol = ALIAS_TOLERANCE)
-    if (q$rank < ncol(X) + 1) {
-      drop <- q$pivot[(q$rank + 1):(ncol(X) + 1)] - 1
-      aliased <- colnames(X)[drop]
-      X <- X[, -drop, drop = FALSE]
-    }
-    if (ncol(X) > 0) {
-      init <- rep(0, ncol(X))
-      if (any(masked)) {
-        X <- cbind(X, masked = as.numeric(masked))
-        init <- c(init, MASK_INIT)
-      }
-      fit <- crr(d$t, d$status, X, init = init)
-    }
+    design <- crr_design(d, X, masked)
+    aliased <- design$aliased
+    if (ncol(design$X) > 0) fit <- crr(d$t, d$status, design$X, init = design$init)
   }
   z <- qnorm(0.975)
   rows <- list()

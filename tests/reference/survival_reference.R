@@ -183,10 +183,7 @@ cox <- function(d) {
 }
 
 for (name in datasets) {
-  d <- read.csv(file.path(root, "data", paste0(name, ".csv")), colClasses = c(
-    patient_id = "character", t = "numeric", status = "integer", t_followup = "numeric", n_serious = "numeric",
-    site = "character", sex = "character", age_group = "character", charlson = "character",
-    prior_dmt = "character", prior_high_efficacy = "character", edss = "character"))
+  d <- read_patients(root, name)
   out <- file.path(root, "expected", name)
   dir.create(out, recursive = TRUE, showWarnings = FALSE)
   write_out(incidence(d), out, "incidence.csv")
