@@ -13,6 +13,7 @@ Each dataset is one first-event outcome (see tests/reference/make_datasets.py). 
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -74,3 +75,18 @@ def load_analysis(con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
                 "level VARCHAR, level_order INTEGER, is_reference BOOLEAN)")
     con.executemany("INSERT INTO analysis.strata_levels VALUES (?, ?, ?, ?, ?)", rows)
     return data
+
+
+@cache
+def analysed(name: str) -> dict[str, pl.DataFrame]:
+    """run_analyses on a reference dataset, once per process: every results table of the run."""
+    from vigil.analysis.sap import RESULT_TABLES, run_analyses
+
+    con = duckdb.connect()
+    load_analysis(con, name)
+    con.execute("BEGIN")
+    run_analyses(con, 7)
+    con.execute("COMMIT")
+    out = {t: con.sql(f"SELECT * FROM results.{t} WHERE run_id = 7").pl() for t in RESULT_TABLES}
+    con.close()
+    return out

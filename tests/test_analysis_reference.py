@@ -13,33 +13,20 @@ without patients or events) must be NULL here, with a note.
 from __future__ import annotations
 
 import sys
-from functools import cache
 
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from analysis_data import load_analysis, read_expected
+from analysis_data import analysed, read_expected
 
 from vigil.stats import survival as sv
-from vigil.analysis.sap import run_analyses
 
 DATASETS = ("ordinary", "few_events")
 ABS = 1e-6
 REL = 1e-6
 
 
-@cache
-def results(name: str) -> dict[str, pl.DataFrame]:
-    con = duckdb.connect()
-    load_analysis(con, name)
-    con.execute("BEGIN")
-    run_analyses(con, 7)
-    con.execute("COMMIT")
-    tables = ("incidence", "risk_windows", "cumulative_incidence", "cumulative_incidence_curves", "logrank", "cox")
-    out = {t: con.sql(f"SELECT * FROM results.{t} WHERE run_id = 7").pl() for t in tables}
-    con.close()
-    return out
+results = analysed
 
 
 def _joined(ours: pl.DataFrame, expected: pl.DataFrame, on: list[str], how: str = "left") -> pl.DataFrame:

@@ -35,19 +35,17 @@ from __future__ import annotations
 import sys
 from functools import cache
 
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from analysis_data import REFERENCE, load_analysis
+from analysis_data import REFERENCE, analysed
 
-from vigil.analysis.sap import run_analyses
 
 DATASETS = ("ordinary", "few_events", "edge_cases")
 TABLES = ("incidence_proportion", "rate_ratios", "fine_gray", "standardised_rates", "cox", "cox_models",
           "cox_tests")
 # results.cox: only the site-stratified model here; R's file per table
-WHERE = {"cox": "AND model = 'multivariable_site_stratified'"}
+WHERE = {"cox": pl.col("model") == "multivariable_site_stratified"}
 EXPECTED_FILE = {"cox": "cox_site_stratified"}
 ABS = 1e-6
 REL = 1e-6
@@ -82,15 +80,8 @@ OUR_NAN_NOTE = "R's ageadjust.direct gives NaN"
 
 @cache
 def results(name: str) -> dict[str, pl.DataFrame]:
-    con = duckdb.connect()
-    load_analysis(con, name)
-    con.execute("BEGIN")
-    run_analyses(con, 7)
-    con.execute("COMMIT")
-    out = {t: con.sql(f"SELECT * FROM results.{t} WHERE run_id = 7 AND variant = 'main' {WHERE.get(t, '')}").pl()
-           for t in TABLES}
-    con.close()
-    return out
+    frames = analysed(name)
+    return {t: frames[t].filter(pl.col("variant") == "main", WHERE.get(t, True)) for t in TABLES}
 
 
 def read_expected(name: str, table: str) -> pl.DataFrame:
