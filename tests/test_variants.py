@@ -13,9 +13,10 @@ from test_cohort import INDEX, Study, course
 from vigil import warehouse
 from vigil.analysis.runs import analyse
 from vigil.analysis.variants import SENSITIVITY_ANALYSES, Variant, sensitivity_variants
-from vigil.cohort import build_layers, cohort_parameters
+from vigil.cohort import ANALYSIS_DATASETS, build_layers, build_variant_datasets, cohort_parameters
 from vigil.ingest import validation
 from vigil.ingest.load import ingest_delivery
+from vigil.warehouse.sqlfiles import drop_apart, relations_apart
 
 
 # ---------------------------------------------------------------- the cohort parameters
@@ -67,6 +68,54 @@ def test_a_death_after_the_switch_is_censored_in_the_variant():
     build_layers(study.con, cohort_parameters({"censor_at_switch": True}))
     p = study.cohort_patient(pid)
     assert (p["exit_date"], p["died"], p["exit_reason"]) == (date(2021, 1, 1), False, "dmt_switch")
+
+
+def _variant_study() -> Study:
+    study = Study()
+    gap = study.patient(1, infusions=course(INDEX, 3, 1) + course("2020-02-22", 2, 2))  # 45 days after day 3
+    study.infection(gap, "2020-03-10")
+    switched = study.patient(2)
+    study.dmt(switched, "NTZ", "2022-01-01")
+    study.infection(switched, "2022-06-01")
+    study.patient(3, site="SE02", death="2023-01-01")
+    study.build()
+    return study
+
+
+def _contents(con, relation: str) -> list[tuple]:
+    return con.execute(f"SELECT * FROM {relation} ORDER BY ALL").fetchall()
+
+
+@pytest.mark.parametrize("changes", [{"course_gap_days": 60}, {"censor_at_switch": True}])
+def test_a_variants_datasets_built_apart_equal_a_whole_rebuild_and_leave_the_main_ones(changes):
+    study = _variant_study()
+    main = {name: _contents(study.con, name) for name in ANALYSIS_DATASETS}
+    datasets = build_variant_datasets(study.con, changes)
+    built = {name: _contents(study.con, relation) for name, relation in datasets.items()}
+    temporary = study.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary ORDER BY 1").fetchall()
+    assert temporary == [("analysis__outcomes",), ("analysis__risk_windows",)]  # those between are dropped
+    assert {name: _contents(study.con, name) for name in ANALYSIS_DATASETS} == main  # the main ones untouched
+    drop_apart(study.con, datasets.values())
+    assert not study.con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()[0][0]
+    build_layers(study.con, cohort_parameters(changes))
+    assert built == {name: _contents(study.con, name) for name in ANALYSIS_DATASETS}
+    assert built != main  # the study's patients make each variant differ
+
+
+@pytest.mark.parametrize("changed, apart", [
+    ({"course_gap_days"}, ["cohort.infusion_courses", "cohort.courses", "cohort.patients", "analysis.serious_episodes",
+                           "analysis.infections_in_follow_up", "analysis.outcomes", "analysis.risk_windows"]),
+    ({"censor_at_switch"}, ["cohort.patients", "analysis.serious_episodes", "analysis.infections_in_follow_up",
+                            "analysis.outcomes", "analysis.risk_windows"]),
+])
+def test_only_the_relations_between_a_changed_parameter_and_the_datasets_are_built_again(changed, apart):
+    files = relations_apart(["cohort", "analysis"], changed, list(ANALYSIS_DATASETS))
+    assert [f.qualified_name for f in files] == apart
+
+
+def test_datasets_of_unchanged_parameters_are_the_main_ones():
+    study = _variant_study()
+    assert build_variant_datasets(study.con, {"course_gap_days": 30}) == {n: n for n in ANALYSIS_DATASETS}
 
 
 def test_an_unknown_or_mistyped_cohort_parameter_is_refused():

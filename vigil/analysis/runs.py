@@ -134,16 +134,15 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     number (run_parameters). earlier_steps: timings of what the same flow run did before (the ingest),
     recorded with the run's own. surveillance: the sequential settings of SAP 7 (A14), fixed at its first
     look (vigil.analysis.monitoring). variants: sensitivity analyses (SAP A12, vigil.analysis.variants: a
-    name of SENSITIVITY_ANALYSES, or a statistician's own Variant) computed in the same run, each under its
-    name in the results tables' column variant; those that change the cohort build it with their
-    parameters before the main analysis builds it with the SAP's, so that cohort.* and analysis.* hold the
-    main analysis's datasets afterwards. started_at and finished_at are taken in Python: the start before the
+    name of SENSITIVITY_ANALYSES, or a statistician's own Variant) computed in the same run after the main
+    analysis, each under its name in the results tables' column variant; those that change the cohort
+    build their datasets apart (vigil.cohort.build_variant_datasets), so cohort.* and analysis.* are built
+    once and hold the main analysis's datasets. started_at and finished_at are taken in Python: the start before the
     transaction begins, the end after the last result is written (DuckDB's current_timestamp would be the
     transaction's start)."""
     from vigil.analysis.describe import run_descriptives
     from vigil.analysis.sap import run_analyses, run_variant, strata_levels
-    from vigil.cohort import build_cohort, build_layers, cohort_parameters
-    from vigil.cohort.codelists import load_codelists
+    from vigil.cohort import build_cohort
 
     started_at = datetime.now(timezone.utc)
     steps: dict[str, float] = dict(earlier_steps or {})
@@ -153,17 +152,7 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
     try:
         run_id = results.next_run_id(con)
         given = list(variants or [])
-        variant_results = []
-        t0 = time.perf_counter()
-        # those that build the cohort with their own parameters come first; leaving a site out needs the
-        # main cohort's sites, so leave-one-site-out is expanded after the main analysis
-        rebuilding = [v for v in resolve_variants(given, []) if v.rebuilds_cohort]
-        if rebuilding:
-            load_codelists(con)
-        for variant in rebuilding:
-            build_layers(con, cohort_parameters(variant.cohort))
-            variant_results.append(run_variant(con, run_id, variant, strata_levels(con)))
-        steps["variant_cohorts"] = round(time.perf_counter() - t0, 3)
+        resolve_variants(given, [])  # a wrong variant is refused before anything is built
         t0 = time.perf_counter()
         cohort = build_cohort(con, run_id)
         steps["cohort"] = round(time.perf_counter() - t0, 3)
@@ -178,11 +167,10 @@ def analyse(con: duckdb.DuckDBPyConnection, parameters: dict | None = None, flow
         t0 = time.perf_counter()
         levels = strata_levels(con)
         variants = resolve_variants(given, levels["site"])
-        variant_results += [run_variant(con, run_id, v, levels) for v in variants if not v.rebuilds_cohort]
+        analyses["variants"] = [run_variant(con, run_id, v, levels) for v in variants]
         record_variants(con, run_id, variants)
         recorded_parameters = run_parameters(parameters, cohort.get("codelists"), surveillance, variants)
-        analyses["variants"] = variant_results
-        steps["variants"] = round(time.perf_counter() - t0 + steps.pop("variant_cohorts"), 3)
+        steps["variants"] = round(time.perf_counter() - t0, 3)
         results.insert_run(con, {
             "run_id": run_id, "started_at": started_at, "finished_at": datetime.now(timezone.utc),
             "status": "completed", "code_version": code_version(), "sap_version": SAP_VERSION,

@@ -77,28 +77,35 @@ def run_analyses(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
 
 
 def run_variant(con: duckdb.DuckDBPyConnection, run_id: int, variant, levels: dict[str, list[str]]) -> dict:
-    """Compute a sensitivity analysis (a vigil.analysis.variants.Variant) on the analysis datasets as
-    they are now (the caller has built them with the variant's cohort parameters) and append its
-    analyses to the results tables as run `run_id`, variant `variant.name`:
+    """Compute a sensitivity analysis (a vigil.analysis.variants.Variant) and append its analyses to the
+    results tables as run `run_id`, variant `variant.name`:
       A1  the overall rate of the primary outcome (results.incidence);
       A2  the risk windows (results.risk_windows);
       A5  the multivariable Cox model of the primary outcome (results.cox, cox_models);
       A9  the rate ratios by risk window (results.rate_ratios).
-    A variant that leaves a site out reads the analysis datasets without that site's patients."""
+    It reads the analysis datasets of the main analysis (built before it, left as they are): without one
+    site's patients for a variant that leaves it out, or built again apart, as temporary tables, with the
+    variant's cohort parameters (vigil.cohort.build_variant_datasets). `levels`: the main analysis's."""
     from vigil.analysis import rate_ratios
+    from vigil.cohort import ANALYSIS_DATASETS, build_variant_datasets
+    from vigil.warehouse.sqlfiles import drop_apart, temporary_name
 
     tables = {"A1": ["incidence"], "A2": ["risk_windows"], "A5": ["cox", "cox_models"], "A9": ["rate_ratios"]}
     results.prepare(con, run_id, [t for a in variant.analyses for t in tables[a]], variant.name)
-    outcomes, windows = "analysis.outcomes", "analysis.risk_windows"
     if variant.leave_out_site is not None and variant.leave_out_site not in levels.get("site", []):
         raise ValueError(f"variant {variant.name}: site {variant.leave_out_site!r} has no patient in the cohort "
                          "(leaving it out would repeat the main analysis)")
-    if variant.leave_out_site is not None:
-        outcomes, windows = "variant_outcomes", "variant_risk_windows"
-        for relation, source in ((outcomes, "analysis.outcomes"), (windows, "analysis.risk_windows")):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS SELECT * FROM {source} WHERE site <> $site",
-                        {"site": variant.leave_out_site})
     steps = _Steps()
+    if variant.rebuilds_cohort:
+        datasets = steps.run("datasets", build_variant_datasets, con, variant.cohort)
+    else:
+        datasets = {name: name for name in ANALYSIS_DATASETS}
+    if variant.leave_out_site is not None:
+        for name in ANALYSIS_DATASETS:
+            datasets[name] = f"temp.main.{temporary_name(name)}"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {temporary_name(name)} AS SELECT * FROM {name} "
+                        "WHERE site <> $site", {"site": variant.leave_out_site})
+    outcomes, windows = datasets["analysis.outcomes"], datasets["analysis.risk_windows"]
     frames: dict[str, pl.DataFrame] = {}
     try:
         if "A1" in variant.analyses:
@@ -110,8 +117,7 @@ def run_variant(con: duckdb.DuckDBPyConnection, run_id: int, variant, levels: di
         if "A9" in variant.analyses:
             frames["rate_ratios"] = steps.run("rate_ratios", rate_ratios.rate_ratios, con, levels, windows)
     finally:
-        if variant.leave_out_site is not None:
-            con.execute(f"DROP TABLE IF EXISTS {outcomes}; DROP TABLE IF EXISTS {windows}")
+        drop_apart(con, datasets.values())
     rows = steps.run("insert", _insert, con, run_id, variant.name, frames)
     return {"variant": variant.name, "rows": rows, "seconds": steps.seconds}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import duckdb
 
 from vigil.cohort.codelists import load_codelists
-from vigil.warehouse.sqlfiles import build_layer
+from vigil.warehouse.sqlfiles import build_apart, build_layer
 
 # The parameters of the cohort SQL ($name in sql/cohort and sql/analysis), as the SAP sets them. A
 # sensitivity analysis (vigil.analysis.variants) builds the cohort again with some of them changed.
@@ -45,6 +45,21 @@ def build_layers(con: duckdb.DuckDBPyConnection, parameters: dict | None = None)
     """Build cohort.* and analysis.* (from staging and codelists) with the given cohort parameters, default the SAP's."""
     parameters = parameters or COHORT_PARAMETERS
     return build_layer(con, "cohort", parameters) + build_layer(con, "analysis", parameters)
+
+
+# What a sensitivity analysis reads (vigil.analysis.sap.run_variant).
+ANALYSIS_DATASETS = ("analysis.outcomes", "analysis.risk_windows")
+
+
+def build_variant_datasets(con: duckdb.DuckDBPyConnection, changes: dict) -> dict[str, str]:
+    """The analysis datasets (ANALYSIS_DATASETS) with the cohort parameters `changes`, built apart from the
+    main analysis's after it: only the relations downstream of a changed parameter are built again, as
+    temporary tables (e.g. for the course gap: infusion_courses, courses, patients and what reads them;
+    for censoring at a switch: patients onwards), and cohort.* and analysis.* stay the main analysis's.
+    Returns dataset -> the relation that holds it; vigil.warehouse.sqlfiles.drop_apart drops them."""
+    parameters = cohort_parameters(changes)
+    changed = {name for name, value in parameters.items() if value != COHORT_PARAMETERS[name]}
+    return build_apart(con, ["cohort", "analysis"], parameters, changed, list(ANALYSIS_DATASETS))
 
 
 def build_cohort(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:
