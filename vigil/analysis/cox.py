@@ -52,6 +52,66 @@ class CoxModel:
     tests: dict[str, TermTest] = field(default_factory=dict)
 
 
+@dataclass
+class CoxDesign:
+    """The SAP's Cox design on some counts: per variable, the SAP levels present and those with events;
+    the variables in the model; the CoxData of the patients kept (None when no variable is in the model)."""
+    info: dict[str, tuple[list[str], list[str]]]
+    in_model: list[str]
+    n_patients: int
+    n_events: int
+    data: CoxData | None
+
+
+def level_sizes(counts: pl.DataFrame, variables: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
+    """variable -> level -> (patients, events) in the counts."""
+    return {v: {lv: (int(p), int(e)) for lv, p, e in counts.group_by(v).agg(
+        pl.col("n_leaving").sum(), pl.col("n_events").sum()).iter_rows()} for v in variables}
+
+
+def level_presence(counts: pl.DataFrame, variables: list[str]) -> dict[str, dict[str, tuple[bool, bool]]]:
+    """variable -> level -> (has patients, has events) in the counts: all the design needs to know of them,
+    so that sites of a network (vigil.network.distributed) agree on one design without sharing counts."""
+    return {v: {lv: (p > 0, e > 0) for lv, (p, e) in by_level.items()}
+            for v, by_level in level_sizes(counts, variables).items()}
+
+
+def cox_design(counts: pl.DataFrame, variables: list[str], levels: dict[str, list[str]], presence: dict,
+               stratum: str | None = None) -> CoxDesign:
+    """The design of cox_model's rules from `presence` (level_presence of the counts, or of several sites'
+    counts together): levels in SAP order; patients of a level without events left out; a variable in the
+    model when two or more of its levels have events; treatment columns against its first level with events."""
+    info = {}
+    keep = pl.lit(True)
+    for v in variables:
+        present = [lv for lv in levels[v] if presence[v].get(lv, (False, False))[0]]
+        with_events = [lv for lv in present if presence[v][lv][1]]
+        info[v] = (present, with_events)
+        keep = keep & pl.col(v).is_in(with_events)
+    in_model = [v for v in variables if len(info[v][1]) >= 2]
+    data = counts.filter(keep)
+    n_patients, n_events = int(data["n_leaving"].sum()), int(data["n_events"].sum())
+    if not in_model:
+        return CoxDesign(info, in_model, n_patients, n_events, None)
+    patterns = data.select(in_model).unique(maintain_order=True)
+    pattern_index = data.select(in_model).join(patterns.with_row_index("_p"), on=in_model, how="left",
+                                               maintain_order="left")["_p"].to_numpy()
+    columns, names, terms = [], [], {}
+    for v in in_model:
+        values = patterns[v].to_numpy()
+        terms[v] = []
+        for lv in info[v][1][1:]:
+            terms[v].append(len(names))
+            names.append(f"{v}[{lv}]")
+            columns.append((values == lv).astype(float))
+    X = np.column_stack(columns) if len(patterns) else np.zeros((0, len(names)))
+    cox_data = CoxData(time=data["t"].to_numpy(), pattern=pattern_index.astype(np.int64),
+                       n_events=data["n_events"].to_numpy().astype(float),
+                       n_leaving=data["n_leaving"].to_numpy().astype(float), X=X, names=names, terms=terms,
+                       stratum=data[stratum].to_numpy() if stratum else None)
+    return CoxDesign(info, in_model, n_patients, n_events, cox_data)
+
+
 def cox_model(counts, variables: list[str], levels: dict[str, list[str]], stratum: str | None = None,
               check_with_lifelines: bool = False) -> CoxModel:
     """A Cox model of the SAP (treatment contrasts, reference = first level of `levels`) from counts
@@ -75,41 +135,16 @@ def cox_model(counts, variables: list[str], levels: dict[str, list[str]], stratu
         return CoxModel([CoxRow(v, lv, n_patients=n_all, n_events=0, note=note)
                          for v in variables for lv in levels[v][1:]] + [
             CoxRow("GLOBAL", None, n_patients=n_all, n_events=0, note=note)], n_all, 0, note=note)
-    info = {}
-    keep = pl.lit(True)
-    sizes = {v: {lv: (int(p), int(e)) for lv, p, e in counts.group_by(v).agg(
-        pl.col("n_leaving").sum(), pl.col("n_events").sum()).iter_rows()} for v in variables}
-    for v in variables:
-        by_level = dict(counts.group_by(v).agg(pl.col("n_events").sum()).iter_rows())
-        present = [lv for lv in levels[v] if lv in by_level]
-        with_events = [lv for lv in present if by_level[lv] > 0]
-        info[v] = (present, with_events)
-        keep = keep & pl.col(v).is_in(with_events)
-    in_model = [v for v in variables if len(info[v][1]) >= 2]
-    data = counts.filter(keep)
-    n_patients, n_events = int(data["n_leaving"].sum()), int(data["n_events"].sum())
-
+    sizes = level_sizes(counts, variables)
+    presence = {v: {lv: (p > 0, e > 0) for lv, (p, e) in by_level.items()} for v, by_level in sizes.items()}
+    design = cox_design(counts, variables, levels, presence, stratum)
+    info, in_model, n_patients, n_events = design.info, design.in_model, design.n_patients, design.n_events
     result = None
     model_note = None
-    if not in_model:
+    if design.data is None:
         model_note = "no variable with events in two or more levels: no model"
     else:
-        patterns = data.select(in_model).unique(maintain_order=True)
-        pattern_index = data.select(in_model).join(patterns.with_row_index("_p"), on=in_model, how="left",
-                                                   maintain_order="left")["_p"].to_numpy()
-        columns, names, terms = [], [], {}
-        for v in in_model:
-            values = patterns[v].to_numpy()
-            terms[v] = []
-            for lv in info[v][1][1:]:
-                terms[v].append(len(names))
-                names.append(f"{v}[{lv}]")
-                columns.append((values == lv).astype(float))
-        cox_data = CoxData(time=data["t"].to_numpy(), pattern=pattern_index.astype(np.int64),
-                           n_events=data["n_events"].to_numpy().astype(float),
-                           n_leaving=data["n_leaving"].to_numpy().astype(float),
-                           X=np.column_stack(columns), names=names, terms=terms,
-                           stratum=data[stratum].to_numpy() if stratum else None)
+        cox_data = design.data
         try:
             result = cox_fit(cox_data, check_with_lifelines=check_with_lifelines)
         except (FloatingPointError, np.linalg.LinAlgError) as exc:
