@@ -44,7 +44,7 @@ test-fast: install
 	$(VENV)/bin/python -m pytest --fast $(TEST_PARALLEL) $(PYTEST_ARGS)
 
 # Regenerates the R reference; tests only read its output. Needs Debian's r-base-core, r-cran-survival,
-# r-cran-cmprsk, r-cran-mass and r-cran-epitools, and for the sequential test CRAN's Sequential 4.5 (pure R):
+# r-cran-cmprsk, r-cran-mass, r-cran-epitools and r-cran-metafor, and for the sequential test CRAN's Sequential 4.5 (pure R):
 # install r-cran-boot, r-cran-maxlik and r-cran-fftw, then `R CMD INSTALL` the sources of pmultinom and
 # Sequential 4.5 (docs/monitoring.md).
 # The export's tidy table is read by CRAN's omopgenerics (1.3.0), which needs dplyr >= 1.1.0 (newer than
@@ -57,6 +57,8 @@ reference: install
 	Rscript tests/reference/analysis_v11_reference.R tests/reference
 	Rscript tests/reference/aliased_reference.R tests/reference
 	Rscript tests/reference/sequential_reference.R tests/reference
+	$(VENV)/bin/python tests/reference/make_network_datasets.py tests/reference/data
+	Rscript tests/reference/network_reference.R tests/reference
 	$(VENV)/bin/python tests/reference/make_finegray_datasets.py tests/reference/data
 	Rscript tests/reference/finegray_reference.R tests/reference
 	$(VENV)/bin/python tests/reference/make_rates_datasets.py tests/reference/data

@@ -678,6 +678,117 @@ def demo(
         _final(Text(f"report: {inert(html)}"))
 
 
+network = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=(
+    "A study network (SAP 8): a site packages its aggregates; the coordinator pools them (P1, P2) and fits "
+    "the site-stratified Cox model by distributed Newton-Raphson (P3). docs/network.md."))
+app.add_typer(network, name="network")
+
+
+@network.command("package")
+def network_package(
+    out: Annotated[Path, typer.Argument(help="Folder for the package: new, empty, or an earlier package (replaced).")],
+    db: DbOption = None,
+    run_id: Annotated[Optional[int], typer.Option("--run", help="Run to package (default: the latest).")] = None,
+) -> None:
+    """Write the site's result package from its latest run: disclosure-controlled results, profile
+    log-likelihoods and a manifest with the sha256 of every file; never a patient row or a count 1-4.
+
+    Exit status: 0 done, 2 usage error (no warehouse, OUT not usable), 1 the package cannot be made
+    (no such run, a run of several sites, a count 1-4 found).
+    """
+    from vigil.network.package import PackageError, write_package
+
+    db_path = _warehouse(db)
+    if not db_path.exists():
+        _fail(f"{db_path} does not exist: ingest and analyse first", EXIT_USAGE)
+    with _timed("network package"), _expected(db_path), console.status("writing the package"):
+        try:
+            package = write_package(db_path, out, run_id)
+        except PackageError as exc:
+            _fail(exc, EXIT_USAGE if str(exc).startswith("OUT ") else EXIT_FAILED)
+    _final(Text(f"package of site {inert(package.site)} (run {package.manifest['run_id']}) in {inert(out)}: "
+                f"{len(package.results)} results, {len(package.profiles)} profile points, manifest sha256 "
+                f"{package.manifest_sha256[:12]}"))
+
+
+@network.command("pool")
+def network_pool(
+    packages: Annotated[list[Path], typer.Argument(help="The sites' package folders.")],
+    db: Annotated[Path, typer.Option("--db", help="The coordinator's DuckDB file (created if new).")],
+) -> None:
+    """Check the packages and pool P1 (rates) and P2 (hazard ratios) into the coordinator's DuckDB
+    (network.pooled_rates, network.pooled_hr, network.sites). A package that fails a check is refused
+    whole, with one line naming the site and the file; the others are pooled.
+
+    Exit status: 0 done, 3 done but some package was refused, 1 the coordinator's DuckDB cannot be written.
+    """
+    import duckdb
+
+    from vigil.network.pool import pool_packages
+
+    with _timed("network pool"), _expected(db):
+        con = duckdb.connect(str(db))
+        try:
+            summary = pool_packages(packages, con)
+        finally:
+            con.close()
+    for package, reason in summary.refused:
+        err.print(Text.assemble(("refused:", "bold yellow"), " ", inert(reason)), soft_wrap=True)
+    _final(Text(f"pooling {summary.pool_id}: {len(summary.accepted)} site(s) pooled "
+                f"({', '.join(map(inert, summary.accepted)) or 'none'}), {len(summary.refused)} refused; "
+                f"{summary.rows['pooled_rates']} pooled rates, {summary.rows['pooled_hr']} pooled hazard ratios "
+                f"in {inert(db)}"))
+    if summary.refused:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@network.command("cox")
+def network_cox(
+    site_dbs: Annotated[list[Path], typer.Argument(help="The sites' warehouses, each reached only through the "
+                                                        "site-side function (score and information).")],
+    db: Annotated[Path, typer.Option("--db", help="The coordinator's DuckDB file (created if new).")],
+) -> None:
+    """P3: A5's multivariable Cox model with a baseline hazard per site, by distributed Newton-Raphson;
+    written to network.pooled_hr (model multivariable_site_stratified, method distributed).
+
+    Exit status: 0 done, 2 usage error (a site warehouse missing), 1 a site cannot answer or the fit fails.
+    """
+    import duckdb
+
+    from vigil.analysis.sap import FIRST_EVENT_OUTCOMES
+    from vigil.network.distributed import distributed_cox, local_site
+    from vigil.network.pool import record_distributed_cox, site_of_warehouse
+
+    for path in site_dbs:
+        if not path.is_file():
+            _fail(f"{path} is not a site warehouse", EXIT_USAGE)
+    with _timed("network cox"), _expected():
+        connections = {}
+        try:
+            for path in site_dbs:
+                con = duckdb.connect(str(path), read_only=True)
+                site = site_of_warehouse(con)
+                if site in connections:
+                    _fail(f"site {inert(site)} given twice ({inert(path)})", EXIT_USAGE)
+                connections[site] = con
+            answers = {site: local_site(con) for site, con in connections.items()}
+            sites = sorted(answers)
+            fits = {}
+            for outcome in FIRST_EVENT_OUTCOMES:
+                with console.status(f"P3 {outcome}: distributed Newton-Raphson over {len(sites)} sites"):
+                    fits[outcome] = distributed_cox(lambda site, request: answers[site](request), sites, outcome)
+        finally:
+            for con in connections.values():
+                con.close()
+        coordinator = duckdb.connect(str(db))
+        try:
+            summary = record_distributed_cox(coordinator, fits, sites)
+        finally:
+            coordinator.close()
+    _final(Text(f"pooling {summary.pool_id}: P3 over {len(sites)} sites ({', '.join(map(inert, sites))}), "
+                + ", ".join(f"{o} in {f.rounds} rounds" for o, f in fits.items()) + f", in {inert(db)}"))
+
+
 @app.command("contract-docs")
 def contract_docs(
     out: Annotated[Path, typer.Option(help="Markdown file to write (replaced).")] = Path("docs/extract-contract.md"),

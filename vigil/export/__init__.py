@@ -106,7 +106,6 @@ def _open(source: Path, warnings: list[str]) -> duckdb.DuckDBPyConnection:
 
 def export_run(source: Path, out: Path, run_id: int | None = None, fmt: str = "parquet") -> ExportResult:
     """Write the export of run `run_id` (default: the latest completed) of `source` into `out` (see the module)."""
-    from vigil.contract import load_contract
     from vigil.report.data import ReportError, load_run
 
     out = Path(out)
@@ -129,16 +128,10 @@ def export_run(source: Path, out: Path, run_id: int | None = None, fmt: str = "p
             raise ExportError(f"cannot write beside {out}: {exc.strerror or exc}") from None
         try:
             exact = write_exact(con, rid, partial / EXACT_DIR, fmt)
-            tables = [f.table for f in exact]
-            frames = {t: con.sql(f'SELECT * FROM results."{t}" WHERE run_id = ? ORDER BY ALL', params=[rid]).pl()
-                      for t in tables if _wanted(t)}
             comments = dict(con.execute(
                 "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = current_database() "
                 "AND schema_name = 'results' AND comment IS NOT NULL").fetchall())
-            try:
-                tidy = build_tidy(frames, data, load_contract().study_id)
-            except TidyError as exc:
-                raise ExportError(str(exc)) from None
+            tidy = run_tidy(con, data, [f.table for f in exact])
             (partial / TIDY_DIR).mkdir()
             tidy_csv = partial / TIDY_DIR / f"summarised_result_run{rid}.csv"
             tidy_rows = write_csv(tidy, tidy_csv)
@@ -162,6 +155,20 @@ def export_run(source: Path, out: Path, run_id: int | None = None, fmt: str = "p
     exact = [ExactFile(f.table, out / EXACT_DIR / f.path.name, f.rows, f.columns, f.formula_like) for f in exact]
     return ExportResult(rid, out, fmt, exact, out / TIDY_DIR / tidy_csv.name, tidy_rows, tidy.suppressed,
                         out / "README.md", warnings)
+
+
+def run_tidy(con: duckdb.DuckDBPyConnection, data, tables: list[str] | None = None) -> TidyTable:
+    """The tidy, disclosure-controlled table of the run of `data` (vigil.report.data.load_run) from its
+    results tables (default: every one with a run_id); ExportError when it cannot be made."""
+    from vigil.contract import load_contract
+
+    rid = int(data.run["run_id"])
+    frames = {t: con.sql(f'SELECT * FROM results."{t}" WHERE run_id = ? ORDER BY ALL', params=[rid]).pl()
+              for t in (run_tables(con) if tables is None else tables) if _wanted(t)}
+    try:
+        return build_tidy(frames, data, load_contract().study_id)
+    except TidyError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _wanted(table: str) -> bool:
