@@ -221,3 +221,11 @@ def test_p3_over_the_site_warehouses_equals_the_pooled_warehouses_site_stratifie
     rows = con.execute("SELECT count(*), min(rounds) FROM network.pooled_hr WHERE method = 'distributed' AND "
                        "model = 'multivariable_site_stratified' AND pool_id = ?", [summary.pool_id]).fetchall()
     assert rows == [(len(fit.names), fit.rounds)]
+    # as the pooled warehouse's report would: a level (or reference) with 1-4 patients or events is hidden
+    hidden = {(v, lv) for v, lv in con.execute("SELECT variable, level FROM network.pooled_hr WHERE pool_id = ? AND "
+                                               "hr IS NULL AND note LIKE 'hidden:%'", [summary.pool_id]).fetchall()}
+    small = {(v, lv) for v, lv in network["pooled"].execute(
+        "SELECT variable, level FROM results.cox WHERE variant = 'main' AND outcome = 'first_serious' AND model = "
+        "'multivariable_site_stratified' AND coef IS NOT NULL AND (least(level_patients, level_events, "
+        "reference_patients, reference_events) BETWEEN 1 AND 4)").fetchall()}
+    assert small <= hidden and hidden  # every small level hidden; the synthetic study has some

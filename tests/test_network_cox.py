@@ -73,8 +73,9 @@ def test_a_site_that_does_not_answer_fails_the_round_and_the_fit_resumes_from_th
     saved: list[Rounds] = []
 
     def keep(state: Rounds):
-        saved.append(Rounds(state.presence, list(state.names), None if state.beta is None else state.beta.copy(),
-                            state.loglik, [dict(h) for h in state.history]))
+        saved.append(Rounds(presence=state.presence, least=dict(state.least), names=list(state.names),
+                            beta=None if state.beta is None else state.beta.copy(), loglik=state.loglik,
+                            history=[dict(h) for h in state.history]))
 
     # the last site fails in the 4th exchange: presence, the scores at 0, the first step, the second step
     with pytest.raises(SiteUnavailable, match=sites[-1]):

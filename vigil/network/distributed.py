@@ -4,7 +4,9 @@ Newton-Raphson, each site reached only through the functions of its side.
 The site side (`site_presence`, `site_score`) reads the site's own warehouse (analysis.outcomes of its
 latest run) and returns sums over its patients, never a row:
   round 0  per SAP level of each variable, whether the site has patients in it and whether it has
-           events (two booleans: the design's rules, vigil.analysis.cox.cox_design, need no more);
+           events (the design's rules, vigil.analysis.cox.cox_design, need no more), and those counts
+           where they are 0 or at least 5 (never 1-4, SAP 5): the coordinator hides a hazard ratio whose
+           level or reference level may have fewer than 5 patients or events across the sites;
   round k  the Efron log partial likelihood, score vector and information matrix of its own patients
            at the coordinator's coefficients (its patients are one stratum: a baseline hazard per site).
 The coordinator (`distributed_cox`) merges the presence (a level is present or has events when it does
@@ -29,7 +31,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from vigil.analysis.cox import cox_design, level_presence
+from vigil.analysis.cox import cox_design, level_sizes
+from vigil.report.disclosure import MIN_SHOWN
 from vigil.cohort import strata
 from vigil.stats.survival import Z95, cox_score_information
 
@@ -49,10 +52,14 @@ def _counts(con: duckdb.DuckDBPyConnection, outcome: str) -> pl.DataFrame:
         GROUP BY ALL ORDER BY ALL""", params={"outcome": outcome}).pl()  # ordered: the same sums, to the last bit
 
 
-def site_presence(con: duckdb.DuckDBPyConnection, outcome: str) -> dict[str, dict[str, list[bool]]]:
-    """Round 0 at a site: variable -> level -> [has patients, has events] (JSON-ready)."""
-    presence = level_presence(_counts(con, outcome), list(strata.multivariable()))
-    return {v: {lv: [bool(p), bool(e)] for lv, (p, e) in by_level.items()} for v, by_level in presence.items()}
+def site_presence(con: duckdb.DuckDBPyConnection, outcome: str) -> dict[str, dict[str, list]]:
+    """Round 0 at a site: variable -> level -> [has patients, has events, patients, events] (JSON-ready),
+    a count given only when it is 0 or at least 5 (None: 1-4, SAP 5), for disclosure control of the result."""
+    variables = list(strata.multivariable())
+    sizes = level_sizes(_counts(con, outcome), variables)
+    shown = lambda n: n if n == 0 or n >= MIN_SHOWN else None  # noqa: E731
+    return {v: {lv: [p > 0, e > 0, shown(p), shown(e)] for lv, (p, e) in by_level.items()}
+            for v, by_level in sizes.items()}
 
 
 def merge_presence(answers: list[dict]) -> dict[str, dict[str, tuple[bool, bool]]]:
@@ -60,10 +67,23 @@ def merge_presence(answers: list[dict]) -> dict[str, dict[str, tuple[bool, bool]
     merged: dict[str, dict[str, tuple[bool, bool]]] = {}
     for answer in answers:
         for v, by_level in answer.items():
-            for lv, (p, e) in by_level.items():
+            for lv, (p, e, *_) in by_level.items():
                 was = merged.setdefault(v, {}).get(lv, (False, False))
                 merged[v][lv] = (was[0] or bool(p), was[1] or bool(e))
     return merged
+
+
+def least_counts(answers: list[dict]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(variable, level) -> the least the network's patients and events of the level can be: the counts the
+    sites gave, plus 1 for each count 1-4 they withheld."""
+    least: dict[tuple[str, str], tuple[int, int]] = {}
+    for answer in answers:
+        for v, by_level in answer.items():
+            for lv, (p, e, n_p, n_e) in by_level.items():
+                was = least.get((v, lv), (0, 0))
+                least[(v, lv)] = (was[0] + (n_p if n_p is not None else 1),
+                                  was[1] + (n_e if n_e is not None else 1))
+    return least
 
 
 def design_names(presence: dict) -> list[str]:
@@ -98,6 +118,7 @@ def site_score(con: duckdb.DuckDBPyConnection, outcome: str, presence: dict, bet
 class Rounds:
     """The coordinator's state after each complete round: what resume starts from."""
     presence: dict | None = None
+    least: dict = field(default_factory=dict)  # least_counts of the presence round
     names: list[str] = field(default_factory=list)
     beta: np.ndarray | None = None
     loglik: float | None = None
@@ -119,6 +140,7 @@ class DistributedCox:
     rounds: int
     sites: list[str]
     history: list[dict]
+    least: dict = field(default_factory=dict)  # (variable, level) -> least patients and events across the sites
 
 
 Ask = Callable[[str, dict], dict]  # (site, request) -> answer; raises SiteUnavailable
@@ -141,6 +163,7 @@ def distributed_cox(ask: Ask, sites: list[str], outcome: str, resume: Rounds | N
     if state.presence is None:
         answers = _ask_all(ask, sites, {"kind": "presence", "outcome": outcome})
         state.presence = merge_presence(list(answers.values()))
+        state.least = least_counts(list(answers.values()))
         state.names = design_names(state.presence)
         if not state.names:
             raise ValueError("no variable has events in two or more levels across the sites: no model")
@@ -188,7 +211,7 @@ def distributed_cox(ask: Ask, sites: list[str], outcome: str, resume: Rounds | N
         ci_upper=np.exp(beta + Z95 * se), p_value=2 * stats.norm.sf(np.abs(beta / se)), loglik=loglik,
         n_patients=sum(a["n_patients"] for a in answers.values()),
         n_events=sum(a["n_events"] for a in answers.values()), rounds=len(state.history), sites=list(sites),
-        history=state.history)
+        history=state.history, least=state.least)
 
 
 def local_site(con: duckdb.DuckDBPyConnection) -> Callable[[dict], dict]:

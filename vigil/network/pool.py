@@ -282,14 +282,25 @@ def record_distributed_cox(con: duckdb.DuckDBPyConnection, fits: dict, sites: li
     network.pooled_hr rows with model multivariable_site_stratified, method distributed, the rounds taken."""
     from vigil.analysis.runs import SAP_VERSION, code_version
 
+    from vigil.cohort import strata
+    from vigil.report.disclosure import MIN_SHOWN
+
+    references = {v: levels[0] for v, levels in strata.sap_levels().items()}
     rows = []
     for outcome, fit in fits.items():
         for i, name in enumerate(fit.names):
             variable, level = name[:-1].split("[", 1)
-            rows.append({"outcome": outcome, "model": "multivariable_site_stratified", "variable": variable,
-                         "level": level, "method": "distributed", "hr": fit.hr[i], "ci_lower": fit.ci_lower[i],
-                         "ci_upper": fit.ci_upper[i], "coef": fit.coef[i], "se": fit.se[i],
-                         "n_sites": len(fit.sites), "sites": ", ".join(fit.sites), "rounds": fit.rounds})
+            row = {"outcome": outcome, "model": "multivariable_site_stratified", "variable": variable,
+                   "level": level, "method": "distributed", "n_sites": len(fit.sites), "sites": ", ".join(fit.sites),
+                   "rounds": fit.rounds}
+            least = [fit.least.get((variable, lv), (0, 0)) for lv in (level, references[variable])]
+            if fit.least and min(n for pair in least for n in pair) < MIN_SHOWN:  # SAP 5, as the report's Cox rows
+                row["note"] = (f"hidden: {variable} {level} or its reference level may have fewer than {MIN_SHOWN} "
+                               "patients or events across the sites (SAP 5)")
+            else:
+                row.update(hr=fit.hr[i], ci_lower=fit.ci_lower[i], ci_upper=fit.ci_upper[i], coef=fit.coef[i],
+                           se=fit.se[i])
+            rows.append(row)
     create_tables(con)
     con.execute("BEGIN")
     try:

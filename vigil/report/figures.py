@@ -441,16 +441,35 @@ def sir_forest(outcome_label: str, rows: list[dict], fig_id: str) -> Figure | No
 def variant_forest(outcome_label: str, variants: list[str], rows: list[dict], fig_id: str) -> Figure | None:
     """rows: group, label, estimates (variant -> (hr, lo, hi), or absent when not drawn). One line per level,
     the variants' estimates side by side (main first, in black), log scale, line at HR = 1."""
+    return _series_forest(
+        outcome_label, variants, rows, fig_id,
+        f"Multivariable hazard ratios across the sensitivity analyses: {outcome_label.lower()}",
+        "Hazard ratios of the multivariable Cox model (95% CI) in the main analysis (black diamonds) and in each "
+        "sensitivity analysis; suppressed or not estimable estimates are not drawn.")
+
+
+@_cached
+def network_forest(outcome_label: str, series: list[str], rows: list[dict], fig_id: str) -> Figure | None:
+    """The network's hazard ratios per level: each site's, then the pooled ones (the first series in black)."""
+    return _series_forest(
+        outcome_label, series, rows, fig_id, f"Hazard ratios by site and pooled: {outcome_label.lower()}",
+        "Multivariable hazard ratios (95% CI) of each site (as its package shows them) and pooled across the sites: "
+        "fixed and DerSimonian-Laird random effects on the log HRs, the sum of the sites' profile likelihoods, "
+        "and the site-stratified model fitted by distributed Newton-Raphson (P3); not drawn where not shown.")
+
+
+def _series_forest(outcome_label: str, series: list[str], rows: list[dict], fig_id: str, title: str,
+                   caption: str) -> Figure | None:
     drawn = [(v, e) for r in rows for v, e in r["estimates"].items()]
     if not drawn:
         return None
-    n, k = len(rows), len(variants)
-    fig, ax = plt.subplots(figsize=(WIDTH, 0.32 * n + 1.2))
+    n, k = len(rows), len(series)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.32 * n * max(1, k / 4) + 1.2))
     ys = list(range(n, 0, -1))
     step = 0.7 / max(k, 1)
-    colours = {v: ("#000000" if i == 0 else COLOURS[(i - 1) % len(COLOURS)]) for i, v in enumerate(variants)}
+    colours = {v: ("#000000" if i == 0 else COLOURS[(i - 1) % len(COLOURS)]) for i, v in enumerate(series)}
     for y, r in zip(ys, rows):
-        for i, v in enumerate(variants):
+        for i, v in enumerate(series):
             if v in r["estimates"]:
                 hr, lo, hi = r["estimates"][v]
                 _forest_axis(ax, y + 0.35 - step * (i + 0.5), hr, lo, hi, colours[v], "D" if i == 0 else "s", size=3.5)
@@ -463,10 +482,7 @@ def variant_forest(outcome_label: str, variants: list[str], rows: list[dict], fi
     ax.set_xlabel("Hazard ratio (95% CI, log scale)")
     ax.grid(axis="x", color="#dddddd", lw=0.5)
     handles = [plt.Line2D([], [], marker="D" if i == 0 else "s", color=colours[v], ls="none", label=v)
-               for i, v in enumerate(variants)]
+               for i, v in enumerate(series)]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(outcome_label, loc="left")
-    return _figure(fig_id, f"Multivariable hazard ratios across the sensitivity analyses: {outcome_label.lower()}",
-                   fig, len(drawn), "Hazard ratios of the multivariable Cox model (95% CI) in the main analysis "
-                   "(black diamonds) and in each sensitivity analysis; suppressed or not estimable estimates are "
-                   "not drawn.")
+    return _figure(fig_id, title, fig, len(drawn), caption)
