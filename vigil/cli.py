@@ -789,6 +789,29 @@ def network_cox(
                 + ", ".join(f"{o} in {f.rounds} rounds" for o, f in fits.items()) + f", in {inert(db)}"))
 
 
+@network.command("report")
+def network_report(
+    out: Annotated[Path, typer.Argument(help="Folder for report.html, report.pdf and tables/.")],
+    db: Annotated[Path, typer.Option("--db", help="The coordinator's DuckDB file.")],
+    pool_id: Annotated[Optional[int], typer.Option("--pool", help="Pooling to report (default: the latest).")] = None,
+) -> None:
+    """Render the network report from the coordinator's network.* tables: sites and refusals, rates and
+    hazard ratios by site and pooled, forest plots, heterogeneity, the distributed model (P3).
+
+    Exit status: 0 done, 2 usage error (no coordinator database), 1 no pooling in it.
+    """
+    from vigil.report.network import render_network_report
+
+    if not db.is_file():
+        _fail(f"{db} does not exist: pool first (vigil network pool)", EXIT_USAGE)
+    with _timed("network report"), _expected(), console.status("rendering the network report"):
+        try:
+            result = render_network_report(db, out, pool_id)
+        except ValueError as exc:
+            _fail(exc)
+    _final(Text(f"network report of pooling {result.pool_id}: {inert(result.html)} ({result.pages} pages)"))
+
+
 @app.command("contract-docs")
 def contract_docs(
     out: Annotated[Path, typer.Option(help="Markdown file to write (replaced).")] = Path("docs/extract-contract.md"),
