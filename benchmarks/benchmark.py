@@ -3,6 +3,7 @@
 Usage: python benchmarks/benchmark.py [--sizes 10000,100000,1000000] [--repeat R] [--out benchmarks/out]
        python benchmarks/benchmark.py --prefect-overhead [N] [--repeat R] [--out benchmarks/out]
        python benchmarks/benchmark.py --null-simulation [N]
+       python benchmarks/benchmark.py --network 3,10 [--patients-per-site 100000]
 Each stage runs in its own process so its peak RSS is its own. Results go to stdout as a table
 and to benchmarks/out/results.json. Not a test: nothing here asserts on time. With --repeat R,
 ingest (into a fresh warehouse each time) and bare load alternate R times at each size, and the pair
@@ -136,7 +137,101 @@ def stage_plain(landing: Path, db: Path) -> dict:
             "cohort": summary.cohort["cohort_size"]}
 
 
-STAGES = {"synth": stage_synth, "ingest": stage_ingest, "analyse": stage_analyse, "report": stage_report,
+def stage_network_sites(out: Path, sites: int, patients_per_site: int) -> dict:
+    """Synthesize `sites` sites of `patients_per_site` each, and at each site (its own warehouse, as a site
+    node does) load (SQL rule counts; GX is the ingest benchmark's), analyse and write its result package."""
+    from vigil import warehouse
+    from vigil.analysis.runs import analyse
+    from vigil.ingest import validation
+    from vigil.ingest.load import ingest_delivery
+    from vigil.network.package import write_package
+    from vigil.synth import synthesize_study
+
+    synth = synthesize_study(out / "landing", patients=sites * patients_per_site, sites=sites, seed=1)
+    seconds = {}
+    for folder in synth.deliveries:
+        site = folder.name.split("_")[0]
+        started = time.perf_counter()
+        db = out / site / "vigil.duckdb"
+        con = warehouse.connect(db)
+        warehouse.create_layout(con)
+        ingest_delivery(con, folder, warehouse.gx_dir_for(db), validator=validation.SQL_RULE_COUNTS)
+        analyse(con)
+        con.close()
+        analysed = time.perf_counter()
+        write_package(db, out / f"package-{site}")
+        seconds[site] = {"load_and_analyse": round(analysed - started, 2),
+                         "package": round(time.perf_counter() - analysed, 2)}
+    return {"sites": seconds}
+
+
+def stage_network_pool(out: Path) -> dict:
+    """The coordinator: pool every package (P1, P2), then P3 over the site warehouses (plain functions, as
+    `vigil network pool` and `vigil network cox`); the bytes each site shared."""
+    import duckdb
+
+    from vigil.analysis.sap import FIRST_EVENT_OUTCOMES
+    from vigil.network.distributed import distributed_cox, local_site
+    from vigil.network.pool import pool_packages
+
+    packages = sorted(out.glob("package-*"))
+    con = duckdb.connect(str(out / "coordinator.duckdb"))
+    started = time.perf_counter()
+    summary = pool_packages(packages, con)
+    pooled = time.perf_counter() - started
+    package_bytes = {p.name.removeprefix("package-"): sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+                     for p in packages}
+    sites = {p.name.removeprefix("package-"): duckdb.connect(str(out / p.name.removeprefix("package-") / "vigil.duckdb"),
+                                                             read_only=True) for p in packages}
+    answers = {site: local_site(c) for site, c in sites.items()}
+    shared = {site: 0 for site in sites}
+
+    def ask(site, request):
+        answer = answers[site](request)
+        shared[site] += len(json.dumps(answer))
+        return answer
+
+    p3 = {}
+    for outcome in FIRST_EVENT_OUTCOMES:
+        started = time.perf_counter()
+        fit = distributed_cox(ask, sorted(sites), outcome)
+        elapsed = time.perf_counter() - started
+        exchanges = 1 + 1 + sum(1 + h["halvings"] for h in fit.history)  # presence, beta 0, each step (+ halvings)
+        p3[outcome] = {"rounds": fit.rounds, "exchanges": exchanges, "seconds": round(elapsed, 2),
+                       "seconds_per_exchange": round(elapsed / exchanges, 3)}
+    return {"pool_seconds": round(pooled, 2), "accepted": len(summary.accepted), "package_bytes": package_bytes,
+            "p3": p3, "p3_bytes_per_site": shared}
+
+
+def network_benchmark(site_counts: list[int], patients_per_site: int, out: Path) -> None:
+    rows = []
+    for sites in site_counts:
+        work = out / f"network-{sites}x{patients_per_site}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        built = run_stage("network_sites", str(work), str(sites), str(patients_per_site))
+        pooled = run_stage("network_pool", str(work))
+        rows.append({"sites": sites, "patients_per_site": patients_per_site, "site_nodes": built, "coordinator": pooled})
+        print(json.dumps(rows[-1], default=str), flush=True)
+        shutil.rmtree(work)
+    (out / "network.json").write_text(json.dumps(rows, indent=2, default=str))
+    print("\n| sites x patients | per site: load+analyse s, package s (median) | pool s (peak MB) | P3 outcome: "
+          "rounds, exchanges, s, s per exchange | package bytes per site (median) | P3 bytes per site |")
+    print("|---|---|---:|---|---:|---:|")
+    for r in rows:
+        per = sorted(r["site_nodes"]["sites"].values(), key=lambda v: v["load_and_analyse"])
+        mid = per[(len(per) - 1) // 2]
+        c = r["coordinator"]
+        p3 = "; ".join(f"{o}: {v['rounds']}, {v['exchanges']}, {v['seconds']}, {v['seconds_per_exchange']}"
+                       for o, v in c["p3"].items())
+        sizes = sorted(c["package_bytes"].values())
+        shared = sorted(c["p3_bytes_per_site"].values())
+        print(f"| {r['sites']} x {r['patients_per_site']:,} | {mid['load_and_analyse']}, {mid['package']} "
+              f"| {c['pool_seconds']} ({c['peak_rss_mb']:,.0f}) | {p3} | {sizes[(len(sizes) - 1) // 2]:,} "
+              f"| {shared[(len(shared) - 1) // 2]:,} |")
+
+
+STAGES = {"network_sites": stage_network_sites, "network_pool": stage_network_pool, "synth": stage_synth, "ingest": stage_ingest, "analyse": stage_analyse, "report": stage_report,
           "bare_load": stage_bare_load, "flow": stage_flow, "plain": stage_plain}
 
 
@@ -284,6 +379,10 @@ def main() -> None:
     parser.add_argument("--null-simulation", type=int, nargs="?", const=20000, metavar="N",
                         help="simulate N null series of the sequential test (default 20000) and print the share "
                              "that signals (its type I error) instead of the stage sweep")
+    parser.add_argument("--network", metavar="SITES", help="the study network (SAP 8) instead of the stage sweep: for "
+                        "each comma-separated number of sites (e.g. 3,10), sites of --patients-per-site each loaded, "
+                        "analysed and packaged, then the coordinator's pooling and P3, and the bytes each site shared")
+    parser.add_argument("--patients-per-site", type=int, default=100000)
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -299,6 +398,9 @@ def main() -> None:
         return
     if ns.prefect_overhead:
         prefect_overhead(ns.prefect_overhead, ns.out, ns.repeat)
+        return
+    if ns.network:
+        network_benchmark([int(n) for n in ns.network.split(",")], ns.patients_per_site, ns.out)
         return
 
     results = []

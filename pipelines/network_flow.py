@@ -72,7 +72,8 @@ def _run_site(flow_name: str, site: str, parameters: dict, timeout_seconds: floa
 
     from vigil.network.distributed import SiteUnavailable
 
-    run = run_deployment(f"{flow_name}/{site}", parameters=parameters, timeout=timeout_seconds,
+    # polled every second, not 5: a P3 round waits for its slowest site, and there are a dozen rounds
+    run = run_deployment(f"{flow_name}/{site}", parameters=parameters, timeout=timeout_seconds, poll_interval=1,
                          as_subflow=True)
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "no state"
