@@ -12,6 +12,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
 os.environ["DO_NOT_TRACK"] = "1"
+# One BLAS thread per test worker: the matrices are small, and two xdist workers each spinning two
+# OpenBLAS threads on two cores made the estimator tests several times slower under load.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 # The fast tier (`make test-fast`, `pytest --fast`): the unit tests, none marked by cost (markers in

@@ -393,7 +393,8 @@ def monitoring_figure(looks: list[dict]) -> Figure | None:
     right.set_xlabel("Look")
     right.set_ylabel("Log-likelihood ratio")
     right.set_ylim(bottom=0)
-    right.legend(frameon=False, loc="upper left")
+    if llr or bound:  # before the first look with events there is nothing to label
+        right.legend(frameon=False, loc="upper left")
     for ax in (left, right):
         ax.set_xticks(xs)
         ax.grid(color="#eeeeee", lw=0.5)

@@ -341,9 +341,10 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False, zph: bool = True,
                                  "0 or infinite (monotone likelihood)")
     cov = np.linalg.inv(info)
     se = np.sqrt(np.diag(cov))
+    with np.errstate(over="ignore"):  # a limit beyond the float range is inf, as R's exp gives it
+        hr, ci_lower, ci_upper = np.exp(beta), np.exp(beta - Z95 * se), np.exp(beta + Z95 * se)
     result = CoxResult(
-        names=list(data.names), coef=beta, se=se, hr=np.exp(beta),
-        ci_lower=np.exp(beta - Z95 * se), ci_upper=np.exp(beta + Z95 * se),
+        names=list(data.names), coef=beta, se=se, hr=hr, ci_lower=ci_lower, ci_upper=ci_upper,
         p_value=2 * stats.norm.sf(np.abs(beta / se)), loglik=loglik,
         n_patients=n_patients, n_events=n_events, loglik_null=_efron(tables, np.zeros(tables.p))[0],
         aic=-2 * loglik + 2 * len(beta), cov=cov)
