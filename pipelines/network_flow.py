@@ -83,8 +83,9 @@ def _run_site(flow_name: str, site: str, parameters: dict, timeout_seconds: floa
 
 @flow(name="network-coordinator")
 def network_coordinator(sites: list[str], db: str, inbox: str, timeout_seconds: float = 900,
-                        cox_timeout_seconds: float = 600) -> dict:
-    """Run every site's node, pool the packages (P1, P2), fit P3 across the sites; write network.* in `db`."""
+                        cox_timeout_seconds: float = 600, outcomes: list[str] | None = None) -> dict:
+    """Run every site's node, pool the packages (P1, P2), fit P3 across the sites for `outcomes` (default: both
+    first-event outcomes, at once); write network.* in `db`."""
     from concurrent.futures import ThreadPoolExecutor
 
     import duckdb
@@ -115,9 +116,9 @@ def network_coordinator(sites: list[str], db: str, inbox: str, timeout_seconds: 
         def ask(site: str, request: dict) -> dict:
             return _run_site(SITE_COX_ROUND, site, {"request": request}, cox_timeout_seconds)
 
-        with ThreadPoolExecutor(max_workers=len(FIRST_EVENT_OUTCOMES)) as pool:  # both outcomes' rounds at once
-            fits = dict(zip(FIRST_EVENT_OUTCOMES, pool.map(lambda o: distributed_cox(ask, accepted, o),
-                                                           FIRST_EVENT_OUTCOMES)))
+        outcomes = list(outcomes or FIRST_EVENT_OUTCOMES)
+        with ThreadPoolExecutor(max_workers=len(outcomes)) as pool:  # the outcomes' rounds at the same time
+            fits = dict(zip(outcomes, pool.map(lambda o: distributed_cox(ask, accepted, o), outcomes)))
         p3 = record_distributed_cox(con, fits, accepted)
     finally:
         con.close()

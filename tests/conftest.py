@@ -40,7 +40,7 @@ def pytest_configure(config):
 # pytest-xdist hands out whole modules (--dist loadfile; --no-loadscope-reorder in the Makefile keeps
 # collection order, where xdist would put the modules with most tests first), and the longest last
 # would leave one worker running it alone at the end. Longest first, as measured (docs/benchmarks.md).
-LONGEST_FIRST = ("test_wheel", "test_faults", "test_crash_safety", "test_report", "test_results_per_run",
+LONGEST_FIRST = ("test_wheel", "test_network_topology", "test_faults", "test_crash_safety", "test_report", "test_results_per_run",
                  "test_hostile_input", "test_cli_messages", "test_study_flow", "test_warehouse_integrity",
                  "test_gx_validation", "test_quarantine_rules", "test_export", "test_rendered_surfaces",
                  "test_variants")
