@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import interpolate, optimize, stats
 
-from vigil.stats.survival import CoxData, _efron, _EfronTables, cox_fit, poisson_ci
+from vigil.stats.survival import CoxData, _efron_totals, _EfronTables, cox_fit, poisson_ci
 
 Z95 = float(stats.norm.ppf(0.975))
 HALF_CHISQ95 = float(stats.chi2.ppf(0.95, 1) / 2)   # 1.9207...: the profile-likelihood 95% limits
@@ -249,7 +249,7 @@ def cox_profile(data: CoxData, column: int, grid, tol: float = 1e-9, max_iter: i
     out = np.empty(len(b_values))
     order = np.argsort(b_values, kind="stable")
     split = np.searchsorted(b_values[order], fit.coef[column])
-    at_estimate = _efron(tables, fit.coef)[2].sum(0)
+    at_estimate = _efron_totals(tables, fit.coef)[2]
     for path in (order[split:], order[:split][::-1]):   # upwards, then downwards, from the estimate
         beta, info = fit.coef.copy(), at_estimate
         for index in path:
@@ -267,10 +267,9 @@ def _maximise_others(tables, beta: np.ndarray, others: np.ndarray, tol: float, m
     """Newton-Raphson over beta[others] in place, beta's other entry fixed. Returns the log-likelihood
     at the maximum and the full information there."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        loglik, resid, info_t = _efron(tables, beta)
+        loglik, score, info = _efron_totals(tables, beta)
     if not np.isfinite(loglik):
         raise FloatingPointError(f"profile: the log-likelihood overflows at b = {beta}: narrow the grid")
-    score, info = resid.sum(0), info_t.sum(0)
     if len(others) == 0:
         return loglik, info
     for _ in range(max_iter):
@@ -281,14 +280,14 @@ def _maximise_others(tables, beta: np.ndarray, others: np.ndarray, tol: float, m
             trial = beta.copy()
             trial[others] += step
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                new_loglik, new_resid, new_info_t = _efron(tables, trial)
+                new_loglik, new_score, new_info = _efron_totals(tables, trial)
             if np.isfinite(new_loglik) and new_loglik >= loglik - 1e-12 * abs(loglik):
                 break
             step = step / 2
         else:
             raise FloatingPointError("profile: step halving failed to raise the log-likelihood")
         beta[others] = trial[others]
-        loglik, score, info = new_loglik, new_resid.sum(0), new_info_t.sum(0)
+        loglik, score, info = new_loglik, new_score, new_info
     raise FloatingPointError(f"profile: Newton-Raphson did not converge in {max_iter} iterations at "
                              f"b = {beta}: an other coefficient may be infinite")
 

@@ -336,17 +336,20 @@ def cox_fit(data: CoxData, check_with_lifelines: bool = False, zph: bool = True,
     n_events = int(data.n_events.sum())
     tables = _EfronTables(data)
     beta, loglik, info, iterations, converged = cox_efron(tables, init=init)
+    if converged:
+        cov = np.linalg.inv(info)
+        with np.errstate(invalid="ignore"):
+            se = np.sqrt(np.diag(cov))
+        converged = np.isfinite(se).all()  # else it stopped along a flat direction: information ~0 there
     if not converged:
         raise FloatingPointError(f"Newton-Raphson did not converge in {iterations} iterations: a hazard ratio may be "
                                  "0 or infinite (monotone likelihood)")
-    cov = np.linalg.inv(info)
-    se = np.sqrt(np.diag(cov))
     with np.errstate(over="ignore"):  # a limit beyond the float range is inf, as R's exp gives it
         hr, ci_lower, ci_upper = np.exp(beta), np.exp(beta - Z95 * se), np.exp(beta + Z95 * se)
     result = CoxResult(
         names=list(data.names), coef=beta, se=se, hr=hr, ci_lower=ci_lower, ci_upper=ci_upper,
         p_value=2 * stats.norm.sf(np.abs(beta / se)), loglik=loglik,
-        n_patients=n_patients, n_events=n_events, loglik_null=_efron(tables, np.zeros(tables.p))[0],
+        n_patients=n_patients, n_events=n_events, loglik_null=_efron_totals(tables, np.zeros(tables.p))[0],
         aic=-2 * loglik + 2 * len(beta), cov=cov)
     result.zph = cox_zph(data, beta, tables=tables) if zph else {}
     if check_with_lifelines:
@@ -557,25 +560,52 @@ def _efron(tables: _EfronTables, beta: np.ndarray):
     return loglik, resid, info_t
 
 
+def _efron_totals(tables: _EfronTables, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """_efron's log-likelihood, and its residuals and information summed over the event times: the score
+    and the information, which is all Newton-Raphson needs. The sums over time are taken before the
+    products with the patterns' outer products (sum_t a_t (R2_t) = (sum_t a_t at_risk_t) phi_xx), so the
+    cost is times x patterns x p, not x p^2: at 100k patients and p = 13 about a tenth of _efron's."""
+    t = tables
+    phi = np.exp(t.Xc @ beta)
+    phi_x = phi[:, None] * t.Xc
+    r0, r1 = t.at_risk @ phi, t.at_risk @ phi_x
+    t0, t1 = t.events @ phi, t.events @ phi_x
+    j, c = t.k_time, t.k_frac
+    den = r0[j] - c * t0[j]
+    n_times = len(t.m)
+
+    def per_time(values):
+        return np.bincount(j, weights=values, minlength=n_times)
+
+    a0, a1 = per_time(1 / den), per_time(c / den)
+    b0, b1, b2 = per_time(1 / den ** 2), per_time(c / den ** 2), per_time(c * c / den ** 2)
+    loglik = float((t.x_events @ beta).sum() - np.log(den).sum())
+    score = t.x_events.sum(0) - (a0 @ r1 - a1 @ t1)
+    p = t.p
+    second = ((a0 @ t.at_risk - a1 @ t.events) @ (phi[:, None] * t.xx)).reshape(p, p)
+    cross = r1.T @ (b1[:, None] * t1)
+    outer = r1.T @ (b0[:, None] * r1) - cross - cross.T + t1.T @ (b2[:, None] * t1)
+    return loglik, score, second - outer
+
+
 def cox_efron(tables: _EfronTables, max_iter: int = 50, tol: float = 1e-10, init: np.ndarray | None = None):
     """Newton-Raphson from beta = 0 as coxph (or from init): a step that lowers the log-likelihood is
     halved. Converged when the largest step is below tol (the estimate then has about tol^2 left).
     Returns beta, log-likelihood, information, iterations, converged."""
     beta = np.zeros(tables.p) if init is None else np.nan_to_num(np.asarray(init, dtype=float))
-    loglik, resid, info_t = _efron(tables, beta)
-    score, info = resid.sum(0), info_t.sum(0)
+    loglik, score, info = _efron_totals(tables, beta)
     for iteration in range(1, max_iter + 1):
         step = np.linalg.solve(info, score)
         for _ in range(40):
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                new_loglik, new_resid, new_info_t = _efron(tables, beta + step)
+                new_loglik, new_score, new_info = _efron_totals(tables, beta + step)
             if np.isfinite(new_loglik) and new_loglik >= loglik - 1e-12 * abs(loglik):
                 break
             step = step / 2
         else:
             return beta, loglik, info, iteration, False
         beta = beta + step
-        loglik, score, info = new_loglik, new_resid.sum(0), new_info_t.sum(0)
+        loglik, score, info = new_loglik, new_score, new_info
         if np.max(np.abs(step)) < tol:
             return beta, loglik, info, iteration, True
     return beta, loglik, info, max_iter, False
@@ -585,8 +615,7 @@ def cox_score_information(data: CoxData, beta: np.ndarray) -> tuple[float, np.nd
     """Efron log partial likelihood, score and information at beta, each the sum over the data's
     strata (risk sets within stratum). They do not depend on how the covariates are centred, so
     datasets with no patient in common (e.g. sites, each its own stratum) can be summed."""
-    loglik, resid, info_t = _efron(_EfronTables(data), np.asarray(beta, float))
-    return loglik, resid.sum(0), info_t.sum(0)
+    return _efron_totals(_EfronTables(data), np.asarray(beta, float))
 
 
 def cox_zph(data: CoxData, beta: np.ndarray, transform: str = "km", tables: _EfronTables | None = None) -> dict:
