@@ -92,7 +92,7 @@ def network_coordinator(sites: list[str], db: str, inbox: str, timeout_seconds: 
 
     from vigil.analysis.sap import FIRST_EVENT_OUTCOMES
     from vigil.network.distributed import distributed_cox
-    from vigil.network.pool import pool_packages, record_distributed_cox
+    from vigil.network.pool import pool_packages, pooled_start, record_distributed_cox
 
     log = get_run_logger()
     with ThreadPoolExecutor(max_workers=len(sites)) as pool:  # the sites work at the same time
@@ -117,8 +117,14 @@ def network_coordinator(sites: list[str], db: str, inbox: str, timeout_seconds: 
             return _run_site(SITE_COX_ROUND, site, {"request": request}, cox_timeout_seconds)
 
         outcomes = list(outcomes or FIRST_EVENT_OUTCOMES)
+        # from P2's fixed-effect estimates: fewer rounds, each a flow run per site
+        starts = {o: pooled_start(con, pooled.pool_id, o) for o in outcomes}
+
+        def fit(outcome: str):
+            return distributed_cox(ask, accepted, outcome, start=starts[outcome])
+
         with ThreadPoolExecutor(max_workers=len(outcomes)) as pool:  # the outcomes' rounds at the same time
-            fits = dict(zip(outcomes, pool.map(lambda o: distributed_cox(ask, accepted, o), outcomes)))
+            fits = dict(zip(outcomes, pool.map(fit, outcomes)))
         p3 = record_distributed_cox(con, fits, accepted)
     finally:
         con.close()

@@ -277,6 +277,14 @@ def _site_of(folder: Path) -> str | None:
         return None
 
 
+def pooled_start(con: duckdb.DuckDBPyConnection, pool_id: int, outcome: str) -> dict[str, float]:
+    """P2's fixed-effect pooled log hazard ratios of the multivariable model (where shown), by design name:
+    where P3's Newton-Raphson may start (vigil.network.distributed.distributed_cox)."""
+    return dict(con.execute(
+        "SELECT variable || '[' || level || ']', ln(hr) FROM network.pooled_hr WHERE pool_id = ? AND outcome = ? "
+        "AND model = 'multivariable' AND method = 'fixed' AND hr > 0", [pool_id, outcome]).fetchall())
+
+
 def record_distributed_cox(con: duckdb.DuckDBPyConnection, fits: dict, sites: list[str]) -> PoolSummary:
     """Write P3 fits (outcome -> vigil.network.distributed.DistributedCox) as pooling N+1 (kind distributed_cox):
     network.pooled_hr rows with model multivariable_site_stratified, method distributed, the rounds taken."""
