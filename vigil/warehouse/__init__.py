@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from vigil.contract import Contract, ddl_for_layer, load_contract
+from vigil.inert import inert
 from vigil.warehouse.sqlfiles import build_layer
 
 DEFAULT_DB = Path("warehouse") / "vigil.duckdb"
@@ -106,7 +108,24 @@ def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
     except duckdb.Error as exc:
         raise open_error(exc, db_path) from None
     con.execute(_VACUUM_OFF)
+    _limit_memory(con)
     return con
+
+
+# DuckDB's own default is 80 % of the machine's memory, which it fills as cache: at 10^6 patients the
+# analysis with every variant peaked at 8.6 GB for the same 104 s that it takes with 2 GB (spilling to
+# vigil.duckdb.tmp beside the warehouse; docs/benchmarks.md, session 11).
+MEMORY_LIMIT = "2GB"
+
+
+def _limit_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's memory limit for vigil's connections: VIGIL_MEMORY_LIMIT (DuckDB's syntax, e.g. 8GB),
+    else MEMORY_LIMIT. A value DuckDB refuses is named, with the variable."""
+    limit = os.environ.get("VIGIL_MEMORY_LIMIT") or MEMORY_LIMIT
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit.strip(), flags=re.IGNORECASE):  # SET takes no parameter
+        con.close()
+        raise WarehouseError(f"VIGIL_MEMORY_LIMIT={inert(limit)} is not a memory size such as 2GB or 8GiB")
+    con.execute(f"SET memory_limit = '{limit.strip()}'")
 
 
 def open_error(exc: duckdb.Error, db_path: Path) -> Exception:
