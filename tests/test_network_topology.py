@@ -33,6 +33,7 @@ def test_the_coordinator_gathers_site_packages_through_prefect_and_p3_equals_the
 
     from pipelines.network_flow import deploy
     from vigil.network.distributed import distributed_cox, local_site
+    from vigil.network.pool import pooled_start
     from vigil.synth import synthesize_study
 
     synth = synthesize_study(tmp_path / "synth", patients=1200, sites=len(SITES), seed=5)
@@ -73,7 +74,9 @@ def test_the_coordinator_gathers_site_packages_through_prefect_and_p3_equals_the
     # P3 through Prefect, a flow run per site and round, equals P3 over the same warehouses in-process
     sites = {s: duckdb.connect(str(tmp_path / s / "warehouse" / "vigil.duckdb"), read_only=True) for s in SITES}
     answers = {s: local_site(c) for s, c in sites.items()}
-    plain = distributed_cox(lambda site, request: answers[site](request), list(SITES), OUTCOME)
+    pooling = con.execute("SELECT max(pool_id) FROM network.pooled_hr WHERE method = 'fixed'").fetchone()[0]
+    plain = distributed_cox(lambda site, request: answers[site](request), list(SITES), OUTCOME,
+                            start=pooled_start(con, pooling, OUTCOME))  # where the coordinator's flow starts
     through_prefect = dict(con.execute(
         "SELECT variable || '[' || level || ']', ln(hr) FROM network.pooled_hr WHERE method = 'distributed' AND "
         "hr IS NOT NULL").fetchall())
