@@ -16,7 +16,7 @@ pytestmark = pytest.mark.flow
 def test_study_pipeline_runs_a_tiny_study_end_to_end_and_the_watch_skips_when_nothing_is_new(
         prefect_harness, tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
     from prefect.events import emit_event
 
     from pipelines import study_flow
@@ -51,9 +51,10 @@ def test_study_pipeline_runs_a_tiny_study_end_to_end_and_the_watch_skips_when_no
         flow_run = client.read_flow_run(UUID(flow_run_id))
         assert client.read_flow(flow_run.flow_id).name == "study-pipeline"
         assert flow_run.state.is_completed()
-        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=["safety-monitoring"])))
-        assert artifact.flow_run_id == flow_run.id and "SIGNAL" in artifact.description
+        # this flow run's (the session's server also holds those of other tests' study pipelines)
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["safety-monitoring"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+        assert "SIGNAL" in artifact.description
         assert [row["look"] for row in json.loads(artifact.data)] == [1]
 
     watch = study_pipeline([tmp_path / "landing"], db, only_if_new=True, today=date(2026, 11, 25))

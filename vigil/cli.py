@@ -120,7 +120,8 @@ def main_options(
 
     Environment: VIGIL_DEBUG=1 prints the traceback of an error as well (Prefect's included); VIGIL_DB
     is the default warehouse file (else warehouse/vigil.duckdb); VIGIL_MAX_QUARANTINE_SHARE overrides
-    the contract's limit on the share of a table's rows a delivery may lose to quarantine.
+    the contract's limit on the share of a table's rows a delivery may lose to quarantine;
+    VIGIL_MEMORY_LIMIT caps DuckDB's memory (default 2GB; beyond it DuckDB spills to disk).
     """
     if verbose and quiet:
         _fail("--verbose and --quiet cannot be used together", EXIT_USAGE)
