@@ -113,16 +113,16 @@ def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
 
 
 # DuckDB's own default is 80 % of the machine's memory, which it fills as cache: at 10^6 patients the
-# analysis with every variant peaked at 8.6 GB for the same 104 s that it takes with 2 GB (spilling to
-# vigil.duckdb.tmp beside the warehouse; docs/benchmarks.md, session 11).
+# analysis with every variant peaked at 8.6 GB in 103 s, and takes 108 s within 2 GB, spilling to
+# vigil.duckdb.tmp beside the warehouse (docs/benchmarks.md, session 11).
 MEMORY_LIMIT = "2GB"
 
 
 def _limit_memory(con: duckdb.DuckDBPyConnection) -> None:
     """DuckDB's memory limit for vigil's connections: VIGIL_MEMORY_LIMIT (DuckDB's syntax, e.g. 8GB),
-    else MEMORY_LIMIT. A value DuckDB refuses is named, with the variable."""
+    else MEMORY_LIMIT. A value that is not a memory size is refused in one line (SET takes no parameter)."""
     limit = os.environ.get("VIGIL_MEMORY_LIMIT") or MEMORY_LIMIT
-    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit.strip(), flags=re.IGNORECASE):  # SET takes no parameter
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit.strip(), flags=re.IGNORECASE):
         con.close()
         raise WarehouseError(f"VIGIL_MEMORY_LIMIT={inert(limit)} is not a memory size such as 2GB or 8GiB")
     con.execute(f"SET memory_limit = '{limit.strip()}'")
