@@ -86,17 +86,15 @@ def network_coordinator(sites: list[str], db: str, inbox: str, timeout_seconds: 
                         cox_timeout_seconds: float = 600, outcomes: list[str] | None = None) -> dict:
     """Run every site's node, pool the packages (P1, P2), fit P3 across the sites for `outcomes` (default: both
     first-event outcomes, at once); write network.* in `db`."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import duckdb
 
     from vigil.analysis.sap import FIRST_EVENT_OUTCOMES
-    from vigil.network.distributed import distributed_cox
+    from vigil.network.distributed import at_once, distributed_cox
     from vigil.network.pool import pool_packages, pooled_start, record_distributed_cox
 
     log = get_run_logger()
-    with ThreadPoolExecutor(max_workers=len(sites)) as pool:  # the sites work at the same time
-        returned = dict(zip(sites, pool.map(lambda s: _run_site(SITE_NODE, s, {}, timeout_seconds), sites)))
+    # the sites work at the same time
+    returned = dict(zip(sites, at_once(lambda s: _run_site(SITE_NODE, s, {}, timeout_seconds), sites)))
     folders = []
     for site, files in returned.items():
         folder = Path(inbox) / site
@@ -123,8 +121,7 @@ def network_coordinator(sites: list[str], db: str, inbox: str, timeout_seconds: 
         def fit(outcome: str):
             return distributed_cox(ask, accepted, outcome, start=starts[outcome])
 
-        with ThreadPoolExecutor(max_workers=len(outcomes)) as pool:  # the outcomes' rounds at the same time
-            fits = dict(zip(outcomes, pool.map(fit, outcomes)))
+        fits = dict(zip(outcomes, at_once(fit, outcomes)))  # the outcomes' rounds at the same time
         p3 = record_distributed_cox(con, fits, accepted)
     finally:
         con.close()

@@ -150,10 +150,19 @@ Ask = Callable[[str, dict], dict]  # (site, request) -> answer; raises SiteUnava
 def _ask_all(ask: Ask, sites: list[str], request: dict) -> dict[str, dict]:
     """Every site's answer, the sites asked at the same time (a round waits for the slowest site, not for
     their sum); any SiteUnavailable fails the whole round, once every site has answered or failed."""
+    return dict(zip(sites, at_once(lambda site: ask(site, request), sites)))
+
+
+def at_once(function: Callable, items: list) -> list:
+    """function(item) for every item, each in a thread of its own running in a copy of the caller's context
+    (so that, in a Prefect flow, what the threads submit is a subflow run of the caller's), in items' order;
+    the first exception is raised once every call has ended."""
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=len(sites)) as pool:
-        return dict(zip(sites, pool.map(lambda site: ask(site, request), sites)))
+    with ThreadPoolExecutor(max_workers=max(len(items), 1)) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, function, item) for item in items]
+        return [future.result() for future in futures]
 
 
 def distributed_cox(ask: Ask, sites: list[str], outcome: str, resume: Rounds | None = None,
